@@ -1,0 +1,183 @@
+//! Open file and directory handles (the kernel's file.c and the handle side of readdir.c).
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use rustix::fs::OFlags;
+
+use crate::inode::Node;
+use crate::overlay::Overlay;
+use crate::readdir::{self, MergedEntry};
+use crate::sys::{self, Errno, SysResult};
+
+const SHARDS: usize = 16;
+
+/// An open file: the real fd of the layer object that was on top when it was opened.
+#[derive(Debug)]
+pub struct FileHandle {
+    pub node: Arc<Node>,
+    /// Layer the fd belongs to (a lower one for read-only opens before copy-up).
+    pub layer: usize,
+    pub fd: OwnedFd,
+}
+
+/// An open directory: its merged listing, taken at opendir (POSIX allows a snapshot).
+#[derive(Debug)]
+pub struct DirHandle {
+    pub node: Arc<Node>,
+    pub entries: Vec<MergedEntry>,
+}
+
+#[derive(Debug)]
+pub enum Handle {
+    File(FileHandle),
+    Dir(DirHandle),
+}
+
+/// Handle number → handle, sharded so concurrent reads never contend on one lock.
+#[derive(Debug)]
+pub struct HandleTable {
+    shards: Vec<RwLock<HashMap<u64, Arc<Handle>>>>,
+    next: AtomicU64,
+}
+
+impl Default for HandleTable {
+    fn default() -> Self {
+        HandleTable {
+            shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
+            next: AtomicU64::new(1),
+        }
+    }
+}
+
+impl HandleTable {
+    pub fn insert(&self, handle: Handle) -> u64 {
+        let fh = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut shard = self.shards[fh as usize % SHARDS]
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        shard.insert(fh, Arc::new(handle));
+        fh
+    }
+
+    pub fn get(&self, fh: u64) -> SysResult<Arc<Handle>> {
+        let shard = self.shards[fh as usize % SHARDS]
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        shard.get(&fh).cloned().ok_or(Errno::BADF)
+    }
+
+    pub fn remove(&self, fh: u64) -> Option<Arc<Handle>> {
+        let mut shard = self.shards[fh as usize % SHARDS]
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        shard.remove(&fh)
+    }
+
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.read().unwrap_or_else(|e| e.into_inner()).len())
+            .sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn file_handle(handle: &Handle) -> SysResult<&FileHandle> {
+    match handle {
+        Handle::File(f) => Ok(f),
+        Handle::Dir(_) => Err(Errno::ISDIR),
+    }
+}
+
+fn wants_write(flags: i32) -> bool {
+    let acc = flags & libc::O_ACCMODE;
+    acc == libc::O_WRONLY || acc == libc::O_RDWR || flags & libc::O_TRUNC != 0
+}
+
+impl Overlay {
+    /// Opens a file; a write open of a lower object copies it up first.
+    pub fn open(&self, id: u64, flags: i32) -> SysResult<u64> {
+        let node = self.node(id)?;
+        if node.is_dir() {
+            return Err(Errno::ISDIR);
+        }
+        if wants_write(flags) {
+            if self.read_only() {
+                return Err(Errno::ROFS);
+            }
+            self.copy_up(&node)?;
+        }
+        let (layer, fd) = {
+            let state = node.read();
+            let oflags = OFlags::from_bits_retain(flags as u32) & !OFlags::CREATE;
+            (state.top().layer, sys::reopen(state.top_fd(), oflags)?)
+        };
+        Ok(self.handles.insert(Handle::File(FileHandle { node, layer, fd })))
+    }
+
+    pub fn read(&self, fh: u64, offset: u64, size: u32) -> SysResult<Vec<u8>> {
+        let handle = self.handles.get(fh)?;
+        let file = file_handle(&handle)?;
+        let mut buf = vec![0u8; size as usize];
+        let fd = self.current_fd(file)?;
+        let n = sys::pread(fd.as_ref().map_or(file.fd.as_fd(), |f| f.as_fd()), &mut buf, offset)?;
+        buf.truncate(n);
+        Ok(buf)
+    }
+
+    /// A read-only handle opened on a lower object before that object was copied up must
+    /// see the upper copy from then on (the kernel guarantees it): reopen on the upper.
+    fn current_fd(&self, file: &FileHandle) -> SysResult<Option<OwnedFd>> {
+        if !self.stack.has_upper || self.stack.is_upper(file.layer) {
+            return Ok(None);
+        }
+        let state = file.node.read();
+        if !self.stack.is_upper(state.top().layer) {
+            return Ok(None);
+        }
+        sys::reopen(state.top_fd(), OFlags::RDONLY).map(Some)
+    }
+
+    pub fn release(&self, fh: u64) {
+        self.handles.remove(fh);
+    }
+
+    pub fn opendir(&self, id: u64) -> SysResult<u64> {
+        let node = self.node(id)?;
+        if !node.is_dir() {
+            return Err(Errno::NOTDIR);
+        }
+        let entries = {
+            let state = node.read();
+            readdir::list(&self.stack, &state.layer_fds())?
+        };
+        let mut all = Vec::with_capacity(entries.len() + 2);
+        all.push(MergedEntry {
+            name: OsString::from("."),
+            file_type: libc::S_IFDIR,
+            ino: node.ino,
+        });
+        all.push(MergedEntry {
+            name: OsString::from(".."),
+            file_type: libc::S_IFDIR,
+            ino: self.parent_ino(&node),
+        });
+        all.extend(entries);
+        Ok(self.handles.insert(Handle::Dir(DirHandle { node, entries: all })))
+    }
+
+    pub fn dir_handle(&self, fh: u64) -> SysResult<Arc<Handle>> {
+        let handle = self.handles.get(fh)?;
+        match *handle {
+            Handle::Dir(_) => Ok(handle),
+            Handle::File(_) => Err(Errno::NOTDIR),
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! The inode table: FUSE node ids ↔ overlay nodes, lookup counts and `forget`.
+//!
+//! As in libfuse's passthrough_hp, every live node holds `O_PATH` fds of its layer objects, so
+//! no request ever re-resolves a path. A node's id is its stable inode number, so hard links
+//! and repeated lookups share one node, which keeps the kernel's page cache coherent between
+//! them. The table is sharded; each node has its own lock.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use crate::lookup::LayerObject;
+
+pub const ROOT_ID: u64 = 1;
+const SHARDS: usize = 32;
+
+/// What a node is made of; changes on copy-up and rename.
+#[derive(Debug)]
+pub struct NodeState {
+    /// Topmost first; a directory lists every merged layer directory.
+    pub objects: Vec<LayerObject>,
+    /// Parent node and name, for copy-up of the parent chain.
+    pub parent: u64,
+    pub name: OsString,
+}
+
+impl NodeState {
+    pub fn top(&self) -> &LayerObject {
+        &self.objects[0]
+    }
+
+    pub fn top_fd(&self) -> BorrowedFd<'_> {
+        self.objects[0].fd.as_fd()
+    }
+
+    /// `(layer, fd)` of every merged object, topmost first.
+    pub fn layer_fds(&self) -> Vec<(usize, BorrowedFd<'_>)> {
+        self.objects
+            .iter()
+            .map(|o| (o.layer, o.fd.as_fd()))
+            .collect()
+    }
+}
+
+#[derive(Debug)]
+pub struct Node {
+    pub id: u64,
+    /// The inode number users see; stable for the node's life.
+    pub ino: u64,
+    /// `S_IFMT` bits of the node; a name never changes type while it is the same node.
+    pub file_type: u32,
+    lookups: AtomicU64,
+    state: RwLock<NodeState>,
+}
+
+impl Node {
+    pub fn read(&self) -> RwLockReadGuard<'_, NodeState> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn write(&self) -> RwLockWriteGuard<'_, NodeState> {
+        self.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn is_dir(&self) -> bool {
+        self.file_type == libc::S_IFDIR
+    }
+}
+
+fn shard_of(x: u64) -> usize {
+    // Fibonacci hashing spreads sequential ids and inode numbers over the shards.
+    (x.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) as usize % SHARDS
+}
+
+type Shard = RwLock<HashMap<u64, Arc<Node>>>;
+
+fn read_shard(s: &Shard) -> RwLockReadGuard<'_, HashMap<u64, Arc<Node>>> {
+    s.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write_shard(s: &Shard) -> RwLockWriteGuard<'_, HashMap<u64, Arc<Node>>> {
+    s.write().unwrap_or_else(|e| e.into_inner())
+}
+
+#[derive(Debug)]
+pub struct InodeTable {
+    shards: Vec<Shard>,
+}
+
+impl InodeTable {
+    /// A table holding only the root node.
+    pub fn new(root_state: NodeState, root_ino: u64) -> InodeTable {
+        let table = InodeTable {
+            shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
+        };
+        let root = Arc::new(Node {
+            id: ROOT_ID,
+            ino: root_ino,
+            file_type: libc::S_IFDIR,
+            // The root is never forgotten.
+            lookups: AtomicU64::new(1 << 62),
+            state: RwLock::new(root_state),
+        });
+        write_shard(&table.shards[shard_of(ROOT_ID)]).insert(ROOT_ID, root);
+        table
+    }
+
+    pub fn get(&self, id: u64) -> Option<Arc<Node>> {
+        read_shard(&self.shards[shard_of(id)]).get(&id).cloned()
+    }
+
+    /// The node with id `ino`, counting one lookup; made from `state` if it is not live.
+    ///
+    /// Node ids are the inode numbers users see (fuser sends `attr.ino` as the node id). They
+    /// are unique while a node lives because the node's `O_PATH` fds keep its objects
+    /// allocated, so the filesystem cannot hand their inode numbers to new objects.
+    /// A live node keeps its own state: it is kept current by the operations that change it.
+    pub fn lookup_or_insert(&self, ino: u64, file_type: u32, state: NodeState) -> Arc<Node> {
+        let mut shard = write_shard(&self.shards[shard_of(ino)]);
+        if let Some(node) = shard.get(&ino) {
+            if node.file_type == file_type {
+                node.lookups.fetch_add(1, Ordering::AcqRel);
+                return node.clone();
+            }
+        }
+        let node = Arc::new(Node {
+            id: ino,
+            ino,
+            file_type,
+            lookups: AtomicU64::new(1),
+            state: RwLock::new(state),
+        });
+        shard.insert(ino, node.clone());
+        node
+    }
+
+    /// The kernel dropped `n` references; the node goes when none remain.
+    pub fn forget(&self, id: u64, n: u64) {
+        let mut shard = write_shard(&self.shards[shard_of(id)]);
+        let Some(node) = shard.get(&id) else { return };
+        let left = node.lookups.load(Ordering::Acquire).saturating_sub(n);
+        node.lookups.store(left, Ordering::Release);
+        if left == 0 && id != ROOT_ID {
+            shard.remove(&id);
+        }
+    }
+
+    /// Number of live nodes (for tests and memory checks).
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| read_shard(s).len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

@@ -1,0 +1,110 @@
+//! A layer of the overlay: its root directory fd, position and device.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use crate::sys::{self, SysResult};
+
+/// One layer. Layer 0 is the upper when the mount has one; lowers follow, topmost first.
+#[derive(Debug)]
+pub struct Layer {
+    pub index: usize,
+    pub path: PathBuf,
+    /// `O_PATH` fd of the layer's root directory; every lookup in the layer starts here.
+    pub root: OwnedFd,
+    /// st_dev of the root; objects of this layer are reported with inode numbers built from it.
+    pub dev: u64,
+    /// Small index of `dev` among the distinct devices of all layers (see [`crate::inode`]).
+    pub dev_index: u64,
+    pub writable: bool,
+}
+
+impl Layer {
+    pub fn open(index: usize, path: &Path, writable: bool) -> SysResult<Layer> {
+        let root = sys::open_layer_root(path)?;
+        let dev = sys::stat_fd(root.as_fd())?.st_dev;
+        Ok(Layer {
+            index,
+            path: path.to_owned(),
+            root,
+            dev,
+            dev_index: 0,
+            writable,
+        })
+    }
+
+    pub fn root_fd(&self) -> BorrowedFd<'_> {
+        self.root.as_fd()
+    }
+}
+
+/// Opens the layers (upper first if any) and numbers their devices.
+pub fn open_layers(upper: Option<&Path>, lowers: &[PathBuf]) -> SysResult<Vec<Layer>> {
+    let mut layers = Vec::with_capacity(lowers.len() + 1);
+    if let Some(upper) = upper {
+        layers.push(Layer::open(0, upper, true)?);
+    }
+    for lower in lowers {
+        let index = layers.len();
+        layers.push(Layer::open(index, lower, false)?);
+    }
+    let mut devs: Vec<u64> = Vec::new();
+    for layer in &mut layers {
+        layer.dev_index = match devs.iter().position(|d| *d == layer.dev) {
+            Some(i) => i as u64,
+            None => {
+                devs.push(layer.dev);
+                (devs.len() - 1) as u64
+            }
+        };
+    }
+    Ok(layers)
+}
+
+/// All layers of a mount, upper first when there is one.
+#[derive(Debug)]
+pub struct LayerStack {
+    pub layers: Vec<Layer>,
+    pub has_upper: bool,
+}
+
+impl LayerStack {
+    pub fn new(upper: Option<&Path>, lowers: &[PathBuf]) -> SysResult<LayerStack> {
+        Ok(LayerStack {
+            layers: open_layers(upper, lowers)?,
+            has_upper: upper.is_some(),
+        })
+    }
+
+    pub fn upper(&self) -> Option<&Layer> {
+        if self.has_upper {
+            self.layers.first()
+        } else {
+            None
+        }
+    }
+
+    /// Index of the topmost lower layer.
+    pub fn first_lower(&self) -> usize {
+        usize::from(self.has_upper)
+    }
+
+    pub fn is_upper(&self, layer: usize) -> bool {
+        self.has_upper && layer == 0
+    }
+
+    /// The inode number reported for an object with real inode `ino` in `layer`: the real
+    /// number itself when all layers share one filesystem (as the kernel does), else the
+    /// device's index in the top bits so objects of different filesystems never collide.
+    pub fn stable_ino(&self, layer: usize, ino: u64) -> u64 {
+        const DEV_SHIFT: u32 = 48;
+        let dev_index = self.layers[layer].dev_index;
+        let ino = if dev_index == 0 {
+            ino
+        } else {
+            (dev_index << DEV_SHIFT) | (ino & ((1 << DEV_SHIFT) - 1))
+        };
+        // 0 is invalid and 1 is the FUSE root's node id: move them out of the way.
+        if ino <= 1 { ino | (1 << 63) } else { ino }
+    }
+}

@@ -1,0 +1,17 @@
+//! ovlfs: a userspace overlay filesystem on FUSE.
+//!
+//! Module split after the kernel's fs/overlayfs: see DESIGN.md §5 and docs/design.md.
+pub mod copy_up;
+pub mod file;
+pub mod fs;
+pub mod idmap;
+pub mod inode;
+pub mod layer;
+pub mod lookup;
+pub mod mount;
+pub mod options;
+pub mod overlay;
+pub mod readdir;
+pub mod sys;
+pub mod whiteout;
+pub mod xattrs;

@@ -1,0 +1,193 @@
+//! Mounting and the daemon's life: fork so the caller returns only once the mount is live,
+//! unmount on SIGTERM/SIGINT/SIGHUP, exit when the kernel ends the session.
+
+use std::io;
+use std::os::fd::AsFd;
+use std::sync::Arc;
+
+use fuser::{MountOption, SessionACL};
+
+use crate::fs::OverlayFs;
+use crate::options::Config;
+use crate::overlay::Overlay;
+use crate::sys::{self, ForkResult};
+
+/// The fuser session configuration for a validated config.
+pub fn session_config(config: &Config) -> fuser::Config {
+    let root = sys::geteuid() == 0;
+    let mut opts = vec![
+        MountOption::FSName(config.source.clone().unwrap_or_else(|| "ovlfs".into())),
+        MountOption::Subtype("ovlfs".into()),
+        MountOption::DefaultPermissions,
+    ];
+    let has = |name: &str| config.fuse_options.iter().any(|o| o == name);
+    let mut acl = if root { SessionACL::All } else { SessionACL::Owner };
+    for opt in &config.fuse_options {
+        let mapped = match opt.as_str() {
+            "allow_other" => {
+                acl = SessionACL::All;
+                None
+            }
+            "allow_root" => {
+                acl = SessionACL::RootAndOwner;
+                None
+            }
+            "ro" => Some(MountOption::RO),
+            "rw" => Some(MountOption::RW),
+            "dev" => Some(MountOption::Dev),
+            "nodev" => Some(MountOption::NoDev),
+            "suid" => Some(MountOption::Suid),
+            "nosuid" => Some(MountOption::NoSuid),
+            "exec" => Some(MountOption::Exec),
+            "noexec" => Some(MountOption::NoExec),
+            "atime" => Some(MountOption::Atime),
+            "noatime" => Some(MountOption::NoAtime),
+            "sync" => Some(MountOption::Sync),
+            "async" => Some(MountOption::Async),
+            "dirsync" => Some(MountOption::DirSync),
+            "auto_unmount" => Some(MountOption::AutoUnmount),
+            o if o.starts_with("max_read=") => Some(MountOption::CUSTOM(o.to_owned())),
+            o if o.starts_with("fsname=") => {
+                opts[0] = MountOption::FSName(o["fsname=".len()..].to_owned());
+                None
+            }
+            // default_permissions is always on; the rest are VFS flags fuse ignores.
+            _ => None,
+        };
+        if let Some(m) = mapped {
+            if !opts.contains(&m) {
+                opts.push(m);
+            }
+        }
+    }
+    // As root, behave like a kernel overlay mount: setuid binaries and devices work.
+    if root && !has("nosuid") && !has("suid") {
+        opts.push(MountOption::Suid);
+    }
+    if root && !has("nodev") && !has("dev") {
+        opts.push(MountOption::Dev);
+    }
+    if config.upperdir.is_none() && !has("ro") {
+        opts.push(MountOption::RO);
+    }
+    let mut session = fuser::Config::default();
+    session.mount_options = opts;
+    session.acl = acl;
+    session.n_threads = Some(config.threads.unwrap_or_else(default_threads));
+    session.clone_fd = true;
+    session
+}
+
+fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 16))
+}
+
+/// Mounts in a background thread of the calling process (for embedding, the demo, benches).
+pub fn spawn_background(config: &Config) -> io::Result<fuser::BackgroundSession> {
+    let overlay = Arc::new(Overlay::new(config)?);
+    let session = fuser::Session::new(
+        OverlayFs { ov: overlay },
+        &config.mountpoint,
+        &session_config(config),
+    )?;
+    session.spawn()
+}
+
+/// The program's main path after option parsing. Returns the process exit code.
+pub fn run(config: &Config) -> i32 {
+    for ignored in &config.ignored_options {
+        log::warn!("option {ignored:?} is not supported and is ignored");
+    }
+    // Open the layers before forking so every error reaches the caller's terminal.
+    let overlay = match Overlay::new(config) {
+        Ok(o) => Arc::new(o),
+        Err(e) => {
+            eprintln!("ovlfs: cannot open the layers: {e}");
+            return 1;
+        }
+    };
+    if config.foreground {
+        return serve(config, overlay, None);
+    }
+    let (read_end, write_end) = match sys::pipe() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("ovlfs: pipe: {e}");
+            return 1;
+        }
+    };
+    match sys::fork() {
+        Err(e) => {
+            eprintln!("ovlfs: fork: {e}");
+            1
+        }
+        Ok(ForkResult::Parent) => {
+            drop(write_end);
+            let message = sys::read_to_end(read_end.as_fd()).unwrap_or_default();
+            match message.strip_prefix(b"ok") {
+                Some(_) => 0,
+                None if message.is_empty() => {
+                    eprintln!("ovlfs: the daemon exited before the mount was live");
+                    1
+                }
+                None => {
+                    eprintln!("{}", String::from_utf8_lossy(&message).trim_end());
+                    1
+                }
+            }
+        }
+        Ok(ForkResult::Child) => {
+            drop(read_end);
+            serve(config, overlay, Some(write_end))
+        }
+    }
+}
+
+/// Mounts, reports readiness (to the parent, if daemonized), and serves until unmounted.
+fn serve(config: &Config, overlay: Arc<Overlay>, ready: Option<std::os::fd::OwnedFd>) -> i32 {
+    sys::block_termination_signals();
+    let mut session = match fuser::Session::new(
+        OverlayFs { ov: overlay },
+        &config.mountpoint,
+        &session_config(config),
+    ) {
+        Ok(s) => s,
+        Err(e) => {
+            let message = format!(
+                "ovlfs: cannot mount on {}: {e}",
+                config.mountpoint.display()
+            );
+            match ready {
+                Some(pipe) => {
+                    let _ = sys::write_all(pipe.as_fd(), message.as_bytes());
+                }
+                None => eprintln!("{message}"),
+            }
+            return 1;
+        }
+    };
+    if let Some(pipe) = ready {
+        let _ = sys::write_all(pipe.as_fd(), b"ok");
+        drop(pipe);
+        if !config.debug {
+            sys::detach_stdio_and_session();
+        }
+    }
+    let mut unmounter = session.unmount_callable();
+    let _ = std::thread::Builder::new()
+        .name("ovlfs-signals".into())
+        .spawn(move || {
+            let sig = sys::wait_for_termination_signal();
+            log::info!("signal {sig}: unmounting");
+            if let Err(e) = unmounter.unmount() {
+                log::error!("unmount failed: {e}");
+            }
+        });
+    match session.run() {
+        Ok(()) => 0,
+        Err(e) => {
+            log::error!("session ended with an error: {e}");
+            1
+        }
+    }
+}

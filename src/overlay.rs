@@ -1,0 +1,234 @@
+//! The state of one mounted overlay and the operations on names and attributes.
+//!
+//! Each method maps one FUSE request to the modules that implement it and returns a plain
+//! `SysResult`; `fs` turns those into replies.
+
+use std::ffi::OsStr;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fuser::{FileAttr, FileType, INodeNo};
+
+use crate::file::HandleTable;
+use crate::idmap::IdMap;
+use crate::inode::{InodeTable, Node, NodeState, ROOT_ID};
+use crate::layer::LayerStack;
+use crate::lookup::{self, LayerObject};
+use crate::options::{Config, WhiteoutMode};
+use crate::sys::{self, Errno, Stat, SysResult};
+use crate::whiteout::XattrNamespace;
+
+/// Entry and attribute timeout when none is given: lowers are immutable while mounted and
+/// every change to the upper goes through this daemon, which keeps the kernel's cache current.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(86_400);
+
+#[derive(Debug)]
+pub struct Overlay {
+    pub stack: LayerStack,
+    pub inodes: InodeTable,
+    pub handles: HandleTable,
+    pub ttl: Duration,
+    pub xattr_ns: XattrNamespace,
+    pub whiteout_mode: WhiteoutMode,
+    pub fsync: bool,
+    pub static_nlink: bool,
+    pub ids: IdMap,
+    /// `WORKDIR/work`: where copy-up builds objects before renaming them into the upper.
+    pub work: Option<OwnedFd>,
+}
+
+impl Overlay {
+    /// Opens the layers of a validated config and builds the root node.
+    pub fn new(config: &Config) -> io::Result<Overlay> {
+        let stack = LayerStack::new(config.upperdir.as_deref(), &config.lowerdirs)
+            .map_err(io::Error::from)?;
+        let work = match &config.workdir {
+            Some(dir) => Some(crate::copy_up::prepare_workdir(dir)?),
+            None => None,
+        };
+        let mut objects = Vec::new();
+        for layer in &stack.layers {
+            let fd = layer.root.try_clone()?;
+            objects.push(LayerObject {
+                layer: layer.index,
+                fd,
+            });
+        }
+        let first_lower = stack.first_lower();
+        let lower_root = sys::stat_fd(stack.layers[first_lower].root_fd())?;
+        let root_ino = stack.stable_ino(first_lower, lower_root.st_ino);
+        let root_state = NodeState {
+            objects,
+            parent: ROOT_ID,
+            name: Default::default(),
+        };
+        let xattr_ns = if config.userxattr || !sys::has_cap_sys_admin() {
+            XattrNamespace::User
+        } else {
+            XattrNamespace::Trusted
+        };
+        Ok(Overlay {
+            stack,
+            inodes: InodeTable::new(root_state, root_ino),
+            handles: HandleTable::default(),
+            ttl: config.timeout.unwrap_or(DEFAULT_TTL),
+            xattr_ns,
+            whiteout_mode: config.whiteout,
+            fsync: config.fsync && !config.volatile,
+            static_nlink: config.static_nlink,
+            ids: IdMap::from_config(config),
+            work,
+        })
+    }
+
+    pub fn read_only(&self) -> bool {
+        !self.stack.has_upper
+    }
+
+    pub fn node(&self, id: u64) -> SysResult<Arc<Node>> {
+        self.inodes.get(id).ok_or(Errno::STALE)
+    }
+
+    /// Resolves `name` in directory `parent` and counts one kernel reference to the result.
+    pub fn lookup(&self, parent: u64, name: &OsStr) -> SysResult<FileAttr> {
+        let parent_node = self.node(parent)?;
+        if !parent_node.is_dir() {
+            return Err(Errno::NOTDIR);
+        }
+        let resolved = {
+            let state = parent_node.read();
+            lookup::lookup(&self.stack, &state.layer_fds(), name)?
+        };
+        let resolved = resolved.ok_or(Errno::NOENT)?;
+        let file_type = resolved.stat.st_mode & libc::S_IFMT;
+        let state = NodeState {
+            objects: resolved.objects,
+            parent,
+            name: name.to_owned(),
+        };
+        let node = self.inodes.lookup_or_insert(resolved.ino, file_type, state);
+        let merged = node.read().objects.len() > 1;
+        Ok(self.attr_from_stat(&node, &resolved.stat, merged))
+    }
+
+    pub fn forget(&self, id: u64, n: u64) {
+        self.inodes.forget(id, n);
+    }
+
+    pub fn getattr(&self, id: u64) -> SysResult<FileAttr> {
+        let node = self.node(id)?;
+        let state = node.read();
+        let st = sys::stat_fd(state.top_fd())?;
+        Ok(self.attr_from_stat(&node, &st, state.objects.len() > 1))
+    }
+
+    /// The attributes users see: the topmost object's, with the node's stable inode number,
+    /// owners mapped into the container's id space, and nlink 1 for merged directories
+    /// (counting subdirectories across layers is not worth it; `find` is happy with 1).
+    pub fn attr_from_stat(&self, node: &Node, st: &Stat, merged: bool) -> FileAttr {
+        let file_type = st.st_mode & libc::S_IFMT;
+        let nlink = if (file_type == libc::S_IFDIR && merged) || self.static_nlink {
+            1
+        } else {
+            st.st_nlink as u32
+        };
+        FileAttr {
+            ino: INodeNo(node.ino),
+            size: st.st_size as u64,
+            blocks: st.st_blocks as u64,
+            atime: system_time(st.st_atime, st.st_atime_nsec),
+            mtime: system_time(st.st_mtime, st.st_mtime_nsec),
+            ctime: system_time(st.st_ctime, st.st_ctime_nsec),
+            crtime: UNIX_EPOCH,
+            kind: fuse_file_type(file_type),
+            perm: (st.st_mode & 0o7777) as u16,
+            nlink,
+            uid: self.ids.uid_to_user(st.st_uid),
+            gid: self.ids.gid_to_user(st.st_gid),
+            rdev: st.st_rdev as u32,
+            blksize: st.st_blksize as u32,
+            flags: 0,
+        }
+    }
+
+    pub fn readlink(&self, id: u64) -> SysResult<Vec<u8>> {
+        let node = self.node(id)?;
+        if node.file_type != libc::S_IFLNK {
+            return Err(Errno::INVAL);
+        }
+        sys::readlink_fd(node.read().top_fd())
+    }
+
+    /// Statistics of the upper filesystem (where writes go), else of the top lower.
+    pub fn statfs(&self) -> SysResult<rustix::fs::StatVfs> {
+        let layer = &self.stack.layers[0];
+        sys::statvfs(layer.root.as_fd())
+    }
+
+    /// `access(2)`: only called without `default_permissions`.
+    pub fn access(&self, id: u64, mask: u32) -> SysResult<()> {
+        let node = self.node(id)?;
+        if mask & libc::W_OK as u32 != 0 && self.read_only() {
+            return Err(Errno::ROFS);
+        }
+        let state = node.read();
+        // Write access to a lower object is granted by copy-up: check read/exec only there.
+        let mask = if self.stack.is_upper(state.top().layer) {
+            mask
+        } else {
+            mask & !(libc::W_OK as u32)
+        };
+        sys::access_fd(state.top_fd(), mask)
+    }
+
+    /// Attributes for the `.` and `..` entries of readdirplus (the kernel only reads the
+    /// inode number and type of those).
+    pub fn dot_attr(&self, entry: &crate::readdir::MergedEntry) -> FileAttr {
+        FileAttr {
+            ino: INodeNo(entry.ino),
+            size: 0,
+            blocks: 0,
+            atime: UNIX_EPOCH,
+            mtime: UNIX_EPOCH,
+            ctime: UNIX_EPOCH,
+            crtime: UNIX_EPOCH,
+            kind: FileType::Directory,
+            perm: 0o755,
+            nlink: 1,
+            uid: 0,
+            gid: 0,
+            rdev: 0,
+            blksize: 4096,
+            flags: 0,
+        }
+    }
+
+    /// The inode number of a directory's parent, for its `..` entry.
+    pub fn parent_ino(&self, node: &Node) -> u64 {
+        let parent = node.read().parent;
+        self.inodes.get(parent).map_or(node.ino, |p| p.ino)
+    }
+}
+
+fn system_time(secs: i64, nsecs: u64) -> SystemTime {
+    let nsecs = nsecs.min(999_999_999) as u32;
+    if secs >= 0 {
+        UNIX_EPOCH + Duration::new(secs as u64, nsecs)
+    } else {
+        UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs()) + Duration::new(0, nsecs)
+    }
+}
+
+pub fn fuse_file_type(file_type: u32) -> FileType {
+    match file_type {
+        libc::S_IFDIR => FileType::Directory,
+        libc::S_IFLNK => FileType::Symlink,
+        libc::S_IFIFO => FileType::NamedPipe,
+        libc::S_IFSOCK => FileType::Socket,
+        libc::S_IFCHR => FileType::CharDevice,
+        libc::S_IFBLK => FileType::BlockDevice,
+        _ => FileType::RegularFile,
+    }
+}

@@ -1,0 +1,346 @@
+//! Every raw system call of the daemon, and the only module with `unsafe`.
+//!
+//! Paths are always resolved one component at a time relative to a directory fd with
+//! `O_NOFOLLOW`, so a symlink stored in a layer is never followed by the daemon (DESIGN §5).
+//! xattrs of `O_PATH` fds go through `/proc/self/fd/N`, as libfuse's passthrough_hp does.
+
+use std::ffi::{CStr, CString, OsStr, OsString};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+
+pub use rustix::fs::Stat;
+pub use rustix::io::Errno;
+use rustix::fs::{AtFlags, Mode, OFlags};
+
+pub type SysResult<T> = Result<T, Errno>;
+
+/// `/proc/self/fd/N` for an fd: the handle for path-only syscalls on `O_PATH` fds.
+pub fn proc_fd_path(fd: BorrowedFd<'_>) -> CString {
+    CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).expect("no NUL in a number")
+}
+
+/// Opens a path of the caller's choosing (a layer root), following symlinks, as `O_PATH`.
+pub fn open_layer_root(path: &std::path::Path) -> SysResult<OwnedFd> {
+    rustix::fs::open(
+        path,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+/// `O_PATH | O_NOFOLLOW` handle of `name` in `dir`: the per-inode handle of the inode table.
+pub fn open_path_at(dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<OwnedFd> {
+    rustix::fs::openat(
+        dir,
+        name,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+/// Opens `name` in `dir` for I/O, never following a final symlink.
+pub fn open_at(dir: BorrowedFd<'_>, name: &OsStr, flags: OFlags, mode: u32) -> SysResult<OwnedFd> {
+    rustix::fs::openat(
+        dir,
+        name,
+        flags | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(mode),
+    )
+}
+
+/// Re-opens an `O_PATH` fd with real access flags (through /proc, as passthrough_hp does).
+pub fn reopen(fd: BorrowedFd<'_>, flags: OFlags) -> SysResult<OwnedFd> {
+    let flags = flags & !(OFlags::CREATE | OFlags::EXCL | OFlags::NOCTTY | OFlags::NOFOLLOW);
+    rustix::fs::open(proc_fd_path(fd).as_c_str(), flags | OFlags::CLOEXEC, Mode::empty())
+}
+
+/// `lstat` of `name` relative to `dir`.
+pub fn stat_at(dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<Stat> {
+    rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
+}
+
+/// `stat` of the object an fd (possibly `O_PATH`) refers to.
+pub fn stat_fd(fd: BorrowedFd<'_>) -> SysResult<Stat> {
+    rustix::fs::statat(fd, c"", AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW)
+}
+
+pub fn readlink_fd(fd: BorrowedFd<'_>) -> SysResult<Vec<u8>> {
+    Ok(rustix::fs::readlinkat(fd, c"", Vec::new())?.into_bytes())
+}
+
+pub fn statvfs(fd: BorrowedFd<'_>) -> SysResult<rustix::fs::StatVfs> {
+    rustix::fs::fstatvfs(fd)
+}
+
+/// Whether the object behind an `O_PATH` fd is accessible with `mode` (R_OK|W_OK|X_OK bits).
+pub fn access_fd(fd: BorrowedFd<'_>, mode: u32) -> SysResult<()> {
+    let access = rustix::fs::Access::from_bits_truncate(mode);
+    rustix::fs::accessat(fd, c"", access, AtFlags::EMPTY_PATH)
+}
+
+/// One entry of a real directory listing.
+#[derive(Debug, Clone)]
+pub struct RawDirEntry {
+    pub name: OsString,
+    pub ino: u64,
+    pub file_type: rustix::fs::FileType,
+}
+
+/// Reads a whole directory (given as any fd to it, `O_PATH` included), minus `.` and `..`.
+pub fn read_dir(dir: BorrowedFd<'_>) -> SysResult<Vec<RawDirEntry>> {
+    let mut listing = rustix::fs::Dir::read_from(dir)?;
+    let mut entries = Vec::new();
+    while let Some(entry) = listing.read() {
+        let entry = entry?;
+        let name = entry.file_name().to_bytes();
+        if name == b"." || name == b".." {
+            continue;
+        }
+        entries.push(RawDirEntry {
+            name: OsString::from_vec(name.to_vec()),
+            ino: entry.ino(),
+            file_type: entry.file_type(),
+        });
+    }
+    Ok(entries)
+}
+
+/// Value of xattr `name` of the object behind `fd`; `Ok(None)` if it has none of that name.
+pub fn get_xattr(fd: BorrowedFd<'_>, name: &str) -> SysResult<Option<Vec<u8>>> {
+    let path = proc_fd_path(fd);
+    let mut buf = vec![0u8; 256];
+    loop {
+        match rustix::fs::getxattr(path.as_c_str(), name, &mut buf[..]) {
+            Ok(len) => {
+                buf.truncate(len);
+                return Ok(Some(buf));
+            }
+            Err(Errno::NODATA) | Err(Errno::OPNOTSUPP) => return Ok(None),
+            Err(Errno::RANGE) => {
+                let len = rustix::fs::getxattr(path.as_c_str(), name, &mut [0u8; 0][..])?;
+                buf.resize(len.max(buf.len() * 2), 0);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Raw xattr read for the FUSE getxattr reply: `size == 0` asks only for the length.
+pub fn get_xattr_raw(fd: BorrowedFd<'_>, name: &OsStr, size: usize) -> SysResult<Vec<u8>> {
+    let path = proc_fd_path(fd);
+    if size == 0 {
+        let len = rustix::fs::getxattr(path.as_c_str(), name, &mut [0u8; 0][..])?;
+        return Ok(vec![0; len]);
+    }
+    let mut buf = vec![0u8; size];
+    let len = rustix::fs::getxattr(path.as_c_str(), name, &mut buf[..])?;
+    buf.truncate(len);
+    Ok(buf)
+}
+
+/// The xattr names of the object behind `fd`.
+pub fn list_xattr(fd: BorrowedFd<'_>) -> SysResult<Vec<OsString>> {
+    let path = proc_fd_path(fd);
+    let mut buf = vec![0u8; 1024];
+    let len = loop {
+        match rustix::fs::listxattr(path.as_c_str(), &mut buf[..]) {
+            Ok(len) => break len,
+            Err(Errno::OPNOTSUPP) => return Ok(Vec::new()),
+            Err(Errno::RANGE) => {
+                let len = rustix::fs::listxattr(path.as_c_str(), &mut [0u8; 0][..])?;
+                buf.resize(len.max(buf.len() * 2), 0);
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    Ok(buf[..len]
+        .split(|b| *b == 0)
+        .filter(|n| !n.is_empty())
+        .map(|n| OsStr::from_bytes(n).to_owned())
+        .collect())
+}
+
+pub fn set_xattr(fd: BorrowedFd<'_>, name: &OsStr, value: &[u8], flags: i32) -> SysResult<()> {
+    let flags = rustix::fs::XattrFlags::from_bits_retain(flags as u32);
+    rustix::fs::setxattr(proc_fd_path(fd).as_c_str(), name, value, flags)
+}
+
+pub fn remove_xattr(fd: BorrowedFd<'_>, name: &OsStr) -> SysResult<()> {
+    rustix::fs::removexattr(proc_fd_path(fd).as_c_str(), name)
+}
+
+pub fn pread(fd: BorrowedFd<'_>, buf: &mut [u8], offset: u64) -> SysResult<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match rustix::io::pread(fd, &mut buf[done..], offset + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+pub fn pwrite(fd: BorrowedFd<'_>, buf: &[u8], offset: u64) -> SysResult<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match rustix::io::pwrite(fd, &buf[done..], offset + done as u64) {
+            Ok(n) => done += n,
+            Err(Errno::INTR) => continue,
+            Err(e) if done > 0 => {
+                log::debug!("short write after {done} bytes: {e}");
+                break;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+/// The effective capability check the xattr namespace depends on (DESIGN §3).
+pub fn has_cap_sys_admin() -> bool {
+    const CAP_SYS_ADMIN: u32 = 21;
+    let status = match std::fs::read_to_string("/proc/self/status") {
+        Ok(s) => s,
+        Err(_) => return false,
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .is_some_and(|caps| caps & (1 << CAP_SYS_ADMIN) != 0)
+}
+
+pub fn geteuid() -> u32 {
+    rustix::process::geteuid().as_raw()
+}
+
+pub fn major_minor(dev: u64) -> (u32, u32) {
+    (rustix::fs::major(dev), rustix::fs::minor(dev))
+}
+
+// ---- process control: daemonizing and signals -------------------------------------------
+
+/// A pipe whose write end the daemon child uses to tell the parent the mount is live.
+pub fn pipe() -> SysResult<(OwnedFd, OwnedFd)> {
+    rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+}
+
+pub enum ForkResult {
+    Parent,
+    Child,
+}
+
+/// `fork(2)`. Must be called while the process has a single thread.
+pub fn fork() -> SysResult<ForkResult> {
+    // SAFETY: called before any thread is spawned (main() forks first thing after parsing
+    // options), so the child gets a consistent copy of the whole address space.
+    match unsafe { libc::fork() } {
+        -1 => Err(Errno::from_raw_os_error(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO))),
+        0 => Ok(ForkResult::Child),
+        _ => Ok(ForkResult::Parent),
+    }
+}
+
+/// Detaches the daemon from the caller's session and points stdio at /dev/null.
+pub fn detach_stdio_and_session() {
+    let _ = rustix::process::setsid();
+    if let Ok(null) = rustix::fs::open(c"/dev/null", OFlags::RDWR | OFlags::CLOEXEC, Mode::empty()) {
+        for target in 0..3 {
+            // SAFETY: 0..=2 are the standard descriptors; dup2 over them replaces them
+            // atomically and `null` stays owned (and closed) by its OwnedFd.
+            unsafe {
+                libc::dup2(null.as_raw_fd(), target);
+            }
+        }
+    }
+}
+
+/// Blocks SIGTERM, SIGINT and SIGHUP in the calling thread and every thread it spawns later,
+/// so that only [`wait_for_termination_signal`] receives them.
+pub fn block_termination_signals() {
+    // SAFETY: sigset_t is plain data initialised by sigemptyset before use; the pointers
+    // passed are to live locals.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGHUP);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
+
+/// Waits for one of the signals blocked by [`block_termination_signals`]; returns its number.
+pub fn wait_for_termination_signal() -> i32 {
+    // SAFETY: as above; sigwait writes the signal number into a live local.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGHUP);
+        let mut sig: libc::c_int = 0;
+        libc::sigwait(&set, &mut sig);
+        sig
+    }
+}
+
+/// Takes ownership of a raw fd number handed over by a parent process.
+pub fn owned_fd_from_raw(fd: RawFd) -> OwnedFd {
+    // SAFETY: only used on fds this process created itself and owns exclusively
+    // (the pipe write end kept across fork).
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+pub fn write_all(fd: BorrowedFd<'_>, mut data: &[u8]) -> SysResult<()> {
+    while !data.is_empty() {
+        match rustix::io::write(fd, data) {
+            Ok(n) => data = &data[n..],
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+pub fn read_to_end(fd: BorrowedFd<'_>) -> SysResult<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match rustix::io::read(fd, &mut buf) {
+            Ok(0) => return Ok(out),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// `CStr` view used in log messages.
+pub fn lossy(name: &CStr) -> String {
+    name.to_string_lossy().into_owned()
+}
+
+/// Borrow helper: the fd behind anything fd-like.
+pub fn borrow<F: AsFd>(fd: &F) -> BorrowedFd<'_> {
+    fd.as_fd()
+}
+
+/// Removes everything inside a directory (not the directory itself), never following
+/// symlinks: used to clear stale copy-up temp objects from the workdir at mount.
+pub fn remove_tree_contents(dir: BorrowedFd<'_>) -> SysResult<()> {
+    for entry in read_dir(dir)? {
+        match rustix::fs::unlinkat(dir, entry.name.as_os_str(), AtFlags::empty()) {
+            Ok(()) | Err(Errno::NOENT) => {}
+            Err(Errno::ISDIR) | Err(Errno::PERM) if entry.file_type == rustix::fs::FileType::Directory || entry.file_type == rustix::fs::FileType::Unknown => {
+                let sub = open_at(dir, &entry.name, OFlags::RDONLY | OFlags::DIRECTORY, 0)?;
+                remove_tree_contents(sub.as_fd())?;
+                rustix::fs::unlinkat(dir, entry.name.as_os_str(), AtFlags::REMOVEDIR)?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}

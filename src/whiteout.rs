@@ -1,0 +1,156 @@
+//! The on-disk format of DESIGN §3: detecting whiteouts and opaque directories in any layer,
+//! and naming the overlay-private xattrs that must never show through the mount.
+
+use std::ffi::OsStr;
+use std::os::fd::BorrowedFd;
+use std::os::unix::ffi::OsStrExt;
+
+use crate::sys::{self, Stat, SysResult};
+
+/// AUFS whiteout prefix (`.wh.NAME` hides NAME in lower layers).
+pub const AUFS_PREFIX: &[u8] = b".wh.";
+/// AUFS opaque marker: a directory holding this entry hides all lower contents.
+pub const AUFS_OPAQUE: &[u8] = b".wh..wh..opq";
+
+/// The xattr namespace overlay metadata is written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XattrNamespace {
+    Trusted,
+    User,
+}
+
+impl XattrNamespace {
+    pub fn opaque(self) -> &'static str {
+        match self {
+            XattrNamespace::Trusted => "trusted.overlay.opaque",
+            XattrNamespace::User => "user.overlay.opaque",
+        }
+    }
+
+    pub fn whiteout(self) -> &'static str {
+        match self {
+            XattrNamespace::Trusted => "trusted.overlay.whiteout",
+            XattrNamespace::User => "user.overlay.whiteout",
+        }
+    }
+}
+
+const WHITEOUT_XATTRS: [&str; 2] = ["trusted.overlay.whiteout", "user.overlay.whiteout"];
+const OPAQUE_XATTRS: [&str; 3] = [
+    "trusted.overlay.opaque",
+    "user.overlay.opaque",
+    "user.fuseoverlayfs.opaque",
+];
+
+/// Overlay-private xattrs are hidden from, and refused to, users of the mount.
+pub fn is_private_xattr(name: &OsStr) -> bool {
+    let name = name.as_bytes();
+    name.starts_with(b"trusted.overlay.")
+        || name.starts_with(b"user.overlay.")
+        || name.starts_with(b"user.fuseoverlayfs.")
+}
+
+/// For an AUFS whiteout entry name `.wh.NAME`, the NAME it hides. The opaque marker and
+/// `.wh.` alone hide nothing.
+pub fn aufs_whiteout_target(name: &OsStr) -> Option<&OsStr> {
+    let bytes = name.as_bytes();
+    if bytes == AUFS_OPAQUE {
+        return None;
+    }
+    bytes
+        .strip_prefix(AUFS_PREFIX)
+        .filter(|rest| !rest.is_empty())
+        .map(OsStr::from_bytes)
+}
+
+/// Whether a directory entry name is overlay bookkeeping that never shows (AUFS entries).
+pub fn is_aufs_entry(name: &OsStr) -> bool {
+    name.as_bytes().starts_with(AUFS_PREFIX)
+}
+
+/// The AUFS whiteout name for `name`.
+pub fn aufs_whiteout_name(name: &OsStr) -> std::ffi::OsString {
+    let mut out = AUFS_PREFIX.to_vec();
+    out.extend_from_slice(name.as_bytes());
+    std::ffi::OsString::from(std::ffi::OsStr::from_bytes(&out))
+}
+
+fn is_chardev_whiteout(st: &Stat) -> bool {
+    st.st_mode & libc::S_IFMT == libc::S_IFCHR && st.st_rdev == 0
+}
+
+/// Could this stat be a whiteout? True for 0/0 char devices and zero-size regular files
+/// (the latter still need [`has_whiteout_xattr`]).
+pub fn may_be_whiteout(st: &Stat) -> bool {
+    is_chardev_whiteout(st) || (st.st_mode & libc::S_IFMT == libc::S_IFREG && st.st_size == 0)
+}
+
+/// Whether an object (given by an fd, `O_PATH` is fine) carries an xattr whiteout tag.
+pub fn has_whiteout_xattr(fd: BorrowedFd<'_>) -> bool {
+    WHITEOUT_XATTRS
+        .iter()
+        .any(|name| matches!(sys::get_xattr(fd, name), Ok(Some(_))))
+}
+
+/// Whether `name` in `dir` (already stat'ed as `st`) is a whiteout of any format but AUFS.
+pub fn is_whiteout_at(dir: BorrowedFd<'_>, name: &OsStr, st: &Stat) -> bool {
+    if is_chardev_whiteout(st) {
+        return true;
+    }
+    if !may_be_whiteout(st) {
+        return false;
+    }
+    match sys::open_path_at(dir, name) {
+        Ok(fd) => has_whiteout_xattr(std::os::fd::AsFd::as_fd(&fd)),
+        Err(_) => false,
+    }
+}
+
+/// Whether a layer directory (any fd to it) is opaque: hides the same directory in the
+/// layers below. `opaque=x` only means "may hold xattr whiteouts" and is not opaque.
+pub fn is_opaque_dir(dir: BorrowedFd<'_>) -> SysResult<bool> {
+    let names = sys::list_xattr(dir)?;
+    for wanted in OPAQUE_XATTRS {
+        if names.iter().any(|n| n.as_bytes() == wanted.as_bytes())
+            && matches!(sys::get_xattr(dir, wanted)?, Some(v) if v == b"y")
+        {
+            return Ok(true);
+        }
+    }
+    match sys::stat_at(dir, OsStr::from_bytes(AUFS_OPAQUE)) {
+        Ok(_) => Ok(true),
+        Err(sys::Errno::NOENT) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether an AUFS whiteout for `name` exists in `dir`.
+pub fn has_aufs_whiteout(dir: BorrowedFd<'_>, name: &OsStr) -> bool {
+    sys::stat_at(dir, &aufs_whiteout_name(name)).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aufs_names() {
+        assert_eq!(
+            aufs_whiteout_target(OsStr::new(".wh.foo")),
+            Some(OsStr::new("foo"))
+        );
+        assert_eq!(aufs_whiteout_target(OsStr::new(".wh..wh..opq")), None);
+        assert_eq!(aufs_whiteout_target(OsStr::new(".wh.")), None);
+        assert_eq!(aufs_whiteout_target(OsStr::new("foo")), None);
+        assert_eq!(aufs_whiteout_name(OsStr::new("x")), OsStr::new(".wh.x"));
+    }
+
+    #[test]
+    fn private_xattrs() {
+        assert!(is_private_xattr(OsStr::new("trusted.overlay.opaque")));
+        assert!(is_private_xattr(OsStr::new("user.overlay.whiteout")));
+        assert!(is_private_xattr(OsStr::new("user.fuseoverlayfs.opaque")));
+        assert!(!is_private_xattr(OsStr::new("user.overlayx")));
+        assert!(!is_private_xattr(OsStr::new("security.capability")));
+    }
+}

@@ -1,0 +1,52 @@
+//! Extended attributes through the mount (the kernel's xattrs.c): overlay-private names are
+//! never visible, listable or settable.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+
+use crate::overlay::Overlay;
+use crate::sys::{self, Errno, SysResult};
+use crate::whiteout;
+
+/// What a getxattr/listxattr request gets back.
+pub enum XattrReply {
+    /// The caller asked for the size only.
+    Size(u32),
+    Data(Vec<u8>),
+}
+
+fn sized(data: Vec<u8>, size: u32) -> SysResult<XattrReply> {
+    if size == 0 {
+        Ok(XattrReply::Size(data.len() as u32))
+    } else if data.len() > size as usize {
+        Err(Errno::RANGE)
+    } else {
+        Ok(XattrReply::Data(data))
+    }
+}
+
+impl Overlay {
+    pub fn getxattr(&self, id: u64, name: &OsStr, size: u32) -> SysResult<XattrReply> {
+        if whiteout::is_private_xattr(name) {
+            return Err(Errno::NODATA);
+        }
+        let node = self.node(id)?;
+        let state = node.read();
+        let value = sys::get_xattr_raw(state.top_fd(), name, size as usize)?;
+        if size == 0 {
+            return Ok(XattrReply::Size(value.len() as u32));
+        }
+        Ok(XattrReply::Data(value))
+    }
+
+    pub fn listxattr(&self, id: u64, size: u32) -> SysResult<XattrReply> {
+        let node = self.node(id)?;
+        let names = sys::list_xattr(node.read().top_fd())?;
+        let mut out = Vec::new();
+        for name in names.iter().filter(|n| !whiteout::is_private_xattr(n)) {
+            out.extend_from_slice(name.as_bytes());
+            out.push(0);
+        }
+        sized(out, size)
+    }
+}
