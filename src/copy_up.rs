@@ -1,35 +1,254 @@
 //! Copy-up (DESIGN §4): bringing a lower object into the upper layer before it changes.
+//!
+//! The object is built under a temp name in `WORKDIR/work` (data, xattrs, owner, mode, times),
+//! synced, then renamed into the upper in one step: a crash leaves either nothing or the whole
+//! object in the upper, and the temp leftovers are removed at the next mount.
 
+use std::ffi::{OsStr, OsString};
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rustix::fs::OFlags;
 
 use crate::inode::Node;
+use crate::lookup::LayerObject;
 use crate::overlay::Overlay;
-use crate::sys::{self, Errno, SysResult};
+use crate::sys::{self, Errno, RenameFlags, Stat, SysResult};
+use crate::whiteout;
 
 /// Opens `WORKDIR/work` (creating it as the kernel does) and removes stale temp objects a
 /// crash may have left there.
 pub fn prepare_workdir(workdir: &Path) -> io::Result<OwnedFd> {
     let root = sys::open_layer_root(workdir)?;
-    match rustix::fs::mkdirat(root.as_fd(), "work", rustix::fs::Mode::from_raw_mode(0o700)) {
+    match sys::mkdir_at(root.as_fd(), OsStr::new("work"), 0o700) {
         Ok(()) | Err(Errno::EXIST) => {}
         Err(e) => return Err(e.into()),
     }
-    let work = sys::open_path_at(root.as_fd(), "work".as_ref())?;
+    let work = sys::open_path_at(root.as_fd(), OsStr::new("work"))?;
     sys::remove_tree_contents(work.as_fd())?;
     Ok(work)
 }
 
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A fresh name for a temp object in the workdir.
+pub fn temp_name() -> OsString {
+    let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    OsString::from(format!("#ovlfs.{}.{n}", std::process::id()))
+}
+
+/// Copies every xattr but the overlay-private ones. Attributes the upper filesystem or our
+/// privileges cannot hold (e.g. `trusted.*` when rootless) are skipped, as the kernel does
+/// for unsupported ones.
+pub fn copy_xattrs(src: BorrowedFd<'_>, dst: BorrowedFd<'_>) -> SysResult<()> {
+    for name in sys::list_xattr(src)? {
+        if whiteout::is_private_xattr(&name) {
+            continue;
+        }
+        let Ok(value) = sys::get_xattr_raw(src, &name, 65536) else {
+            continue;
+        };
+        match sys::set_xattr(dst, &name, &value, 0) {
+            Ok(()) => {}
+            Err(Errno::OPNOTSUPP) | Err(Errno::PERM) | Err(Errno::ACCESS) => {
+                log::debug!("copy-up: xattr {name:?} not copied");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Copies file data, keeping holes: FICLONE when the filesystem shares extents, else
+/// `copy_file_range` over the data segments only, else read/write.
+pub fn copy_data(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, size: u64) -> SysResult<()> {
+    if size == 0 || sys::clone_file(dst, src).is_ok() {
+        return Ok(());
+    }
+    let mut pos = 0u64;
+    while pos < size {
+        let start = match sys::lseek(src, pos as i64, libc::SEEK_DATA) {
+            Ok(p) => p,
+            Err(Errno::NXIO) => break, // only a hole remains
+            Err(_) => pos,             // no SEEK_DATA support: copy everything
+        };
+        let end = sys::lseek(src, start as i64, libc::SEEK_HOLE)
+            .unwrap_or(size)
+            .min(size);
+        copy_range(src, dst, start, end)?;
+        pos = end;
+    }
+    // A trailing hole: set the size without writing.
+    sys::truncate_fd(dst, size)
+}
+
+fn copy_range(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, mut start: u64, end: u64) -> SysResult<()> {
+    let mut use_cfr = true;
+    let mut buf = Vec::new();
+    while start < end {
+        let len = ((end - start) as usize).min(1 << 30);
+        if use_cfr {
+            match sys::copy_file_range(src, start, dst, start, len) {
+                Ok(0) => return Ok(()),
+                Ok(n) => {
+                    start += n as u64;
+                    continue;
+                }
+                Err(Errno::XDEV)
+                | Err(Errno::NOSYS)
+                | Err(Errno::OPNOTSUPP)
+                | Err(Errno::INVAL) => {
+                    use_cfr = false;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        buf.resize(len.min(1 << 20), 0);
+        let n = sys::pread(src, &mut buf, start)?;
+        if n == 0 {
+            return Ok(());
+        }
+        sys::pwrite(dst, &buf[..n], start)?;
+        start += n as u64;
+    }
+    Ok(())
+}
+
 impl Overlay {
-    /// Makes sure `node` lives in the upper layer.
-    pub fn copy_up(&self, node: &Node) -> SysResult<()> {
+    /// `WORKDIR/work`, or EROFS on a read-only mount.
+    pub fn work_fd(&self) -> SysResult<BorrowedFd<'_>> {
+        self.work.as_ref().map(|w| w.as_fd()).ok_or(Errno::ROFS)
+    }
+
+    /// Makes sure `node` lives in the upper layer, copying up its parent chain first.
+    pub fn copy_up(&self, node: &Arc<Node>) -> SysResult<()> {
         if self.read_only() {
             return Err(Errno::ROFS);
         }
         if self.stack.is_upper(node.read().top().layer) {
             return Ok(());
         }
-        Err(Errno::NOSYS)
+        let parent = node.read().parent.clone().ok_or(Errno::INVAL)?;
+        self.copy_up(&parent)?;
+        // One copy-up at a time per node: the write lock is held across the copy.
+        let mut state = node.write();
+        if self.stack.is_upper(state.top().layer) {
+            return Ok(());
+        }
+        let name = state.name.clone();
+        let parent_state = parent.read();
+        let upper_dir = parent_state.top_fd();
+        let src = state.top_fd();
+        let st = sys::stat_fd(src)?;
+        let upper_fd = match self.copy_up_object(src, &st, upper_dir, &name, node.ino) {
+            Ok(fd) => fd,
+            // Already there (a hard link or a concurrent copy through another node).
+            Err(Errno::EXIST) => sys::open_path_at(upper_dir, &name)?,
+            Err(e) => return Err(e),
+        };
+        let upper = LayerObject {
+            layer: 0,
+            fd: upper_fd,
+        };
+        if node.is_dir() {
+            state.objects.insert(0, upper);
+        } else {
+            state.objects = vec![upper];
+        }
+        Ok(())
+    }
+
+    /// Builds a copy of `src` in the workdir and renames it to `upper_dir/name`.
+    fn copy_up_object(
+        &self,
+        src: BorrowedFd<'_>,
+        st: &Stat,
+        upper_dir: BorrowedFd<'_>,
+        name: &OsStr,
+        ino: u64,
+    ) -> SysResult<OwnedFd> {
+        let work = self.work_fd()?;
+        let tmp = temp_name();
+        let result = self
+            .build_copy(src, st, work, &tmp, ino)
+            .and_then(|()| sys::rename_at(work, &tmp, upper_dir, name, RenameFlags::NOREPLACE));
+        if let Err(e) = result {
+            let _ = remove_any(work, &tmp);
+            return Err(e);
+        }
+        sys::open_path_at(upper_dir, name)
+    }
+
+    /// Creates `work/tmp` as a complete copy of `src` (without directory contents).
+    fn build_copy(
+        &self,
+        src: BorrowedFd<'_>,
+        st: &Stat,
+        work: BorrowedFd<'_>,
+        tmp: &OsStr,
+        ino: u64,
+    ) -> SysResult<()> {
+        let file_type = st.st_mode & libc::S_IFMT;
+        match file_type {
+            libc::S_IFREG => {
+                let input = sys::reopen(src, OFlags::RDONLY)?;
+                let out = sys::open_at(
+                    work,
+                    tmp,
+                    OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL,
+                    0o600,
+                )?;
+                copy_data(input.as_fd(), out.as_fd(), st.st_size as u64)?;
+                if self.fsync {
+                    sys::fsync(out.as_fd(), false)?;
+                }
+            }
+            libc::S_IFDIR => sys::mkdir_at(work, tmp, 0o700)?,
+            libc::S_IFLNK => {
+                let target = sys::readlink_fd(src)?;
+                sys::symlink_at(OsStr::from_bytes(&target), work, tmp)?;
+            }
+            _ => sys::mknod_at(work, tmp, file_type | 0o600, st.st_rdev)?,
+        }
+        let copy = sys::open_path_at(work, tmp)?;
+        copy_xattrs(src, copy.as_fd())?;
+        self.set_origin_ino(copy.as_fd(), ino);
+        // Owner before mode: chown clears setuid/setgid, which the mode then restores.
+        match sys::chown_at(work, tmp, Some(st.st_uid), Some(st.st_gid)) {
+            Ok(()) => {}
+            Err(Errno::PERM) | Err(Errno::INVAL) => log::debug!("copy-up: cannot keep owner"),
+            Err(e) => return Err(e),
+        }
+        if file_type != libc::S_IFLNK {
+            sys::chmod_fd(copy.as_fd(), st.st_mode)?;
+        }
+        let atime = Some(Some((st.st_atime, st.st_atime_nsec as i64)));
+        let mtime = Some(Some((st.st_mtime, st.st_mtime_nsec as i64)));
+        sys::utimens_at(work, tmp, atime, mtime)?;
+        Ok(())
+    }
+
+    /// Records the inode number users saw before copy-up, so it survives a remount.
+    pub fn set_origin_ino(&self, fd: BorrowedFd<'_>, ino: u64) {
+        let name = self.xattr_ns.origin_ino();
+        if let Err(e) = sys::set_xattr(fd, OsStr::new(name), ino.to_string().as_bytes(), 0) {
+            log::debug!("cannot record origin inode: {e}");
+        }
+    }
+}
+
+/// Removes a temp object of any type (a directory with its contents).
+pub fn remove_any(dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<()> {
+    match sys::unlink_at(dir, name) {
+        Err(Errno::ISDIR) | Err(Errno::PERM) => {
+            let sub = sys::open_at(dir, name, OFlags::RDONLY | OFlags::DIRECTORY, 0)?;
+            sys::remove_tree_contents(sub.as_fd())?;
+            sys::rmdir_at(dir, name)
+        }
+        other => other,
     }
 }

@@ -119,7 +119,9 @@ impl Overlay {
             let oflags = OFlags::from_bits_retain(flags as u32) & !OFlags::CREATE;
             (state.top().layer, sys::reopen(state.top_fd(), oflags)?)
         };
-        Ok(self.handles.insert(Handle::File(FileHandle { node, layer, fd })))
+        Ok(self
+            .handles
+            .insert(Handle::File(FileHandle { node, layer, fd })))
     }
 
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> SysResult<Vec<u8>> {
@@ -127,7 +129,11 @@ impl Overlay {
         let file = file_handle(&handle)?;
         let mut buf = vec![0u8; size as usize];
         let fd = self.current_fd(file)?;
-        let n = sys::pread(fd.as_ref().map_or(file.fd.as_fd(), |f| f.as_fd()), &mut buf, offset)?;
+        let n = sys::pread(
+            fd.as_ref().map_or(file.fd.as_fd(), |f| f.as_fd()),
+            &mut buf,
+            offset,
+        )?;
         buf.truncate(n);
         Ok(buf)
     }
@@ -170,7 +176,9 @@ impl Overlay {
             ino: self.parent_ino(&node),
         });
         all.extend(entries);
-        Ok(self.handles.insert(Handle::Dir(DirHandle { node, entries: all })))
+        Ok(self
+            .handles
+            .insert(Handle::Dir(DirHandle { node, entries: all })))
     }
 
     pub fn dir_handle(&self, fh: u64) -> SysResult<Arc<Handle>> {
@@ -179,5 +187,88 @@ impl Overlay {
             Handle::Dir(_) => Ok(handle),
             Handle::File(_) => Err(Errno::NOTDIR),
         }
+    }
+}
+
+impl Overlay {
+    fn writable_file(&self, fh: u64) -> SysResult<Arc<Handle>> {
+        let handle = self.handles.get(fh)?;
+        file_handle(&handle)?;
+        Ok(handle)
+    }
+
+    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> SysResult<u32> {
+        let handle = self.writable_file(fh)?;
+        let file = file_handle(&handle)?;
+        let n = sys::pwrite(file.fd.as_fd(), data, offset)?;
+        Ok(n as u32)
+    }
+
+    pub fn fsync(&self, fh: u64, datasync: bool) -> SysResult<()> {
+        let handle = self.handles.get(fh)?;
+        match &*handle {
+            Handle::File(f) => sys::fsync(f.fd.as_fd(), datasync),
+            Handle::Dir(d) => {
+                let state = d.node.read();
+                if !self.stack.is_upper(state.top().layer) {
+                    return Ok(());
+                }
+                let dir = sys::reopen(state.top_fd(), OFlags::RDONLY | OFlags::DIRECTORY)?;
+                sys::fsync(dir.as_fd(), datasync)
+            }
+        }
+    }
+
+    pub fn fallocate(&self, fh: u64, offset: u64, length: u64, mode: i32) -> SysResult<()> {
+        let handle = self.writable_file(fh)?;
+        sys::fallocate(file_handle(&handle)?.fd.as_fd(), mode, offset, length)
+    }
+
+    pub fn lseek(&self, fh: u64, offset: i64, whence: i32) -> SysResult<i64> {
+        let handle = self.handles.get(fh)?;
+        let file = file_handle(&handle)?;
+        let fd = self.current_fd(file)?;
+        let pos = sys::lseek(
+            fd.as_ref().map_or(file.fd.as_fd(), |f| f.as_fd()),
+            offset,
+            whence,
+        )?;
+        Ok(pos as i64)
+    }
+
+    pub fn copy_file_range(
+        &self,
+        fh_in: u64,
+        off_in: u64,
+        fh_out: u64,
+        off_out: u64,
+        len: u64,
+    ) -> SysResult<u32> {
+        let input = self.handles.get(fh_in)?;
+        let output = self.handles.get(fh_out)?;
+        let (input, output) = (file_handle(&input)?, file_handle(&output)?);
+        let len = len.min(u32::MAX as u64 & !0xfff) as usize;
+        let n = sys::copy_file_range(input.fd.as_fd(), off_in, output.fd.as_fd(), off_out, len)?;
+        Ok(n as u32)
+    }
+
+    /// create(2): a new file in the upper, opened with `flags`.
+    pub fn create(
+        &self,
+        parent: u64,
+        name: &std::ffi::OsStr,
+        mode: u32,
+        flags: i32,
+        caller: crate::dir::Caller,
+    ) -> SysResult<(fuser::FileAttr, u64)> {
+        let object = crate::dir::NewObject::File { mode, flags };
+        let (attr, fd) = self.create_object(parent, name, object, caller)?;
+        let node = self.node(attr.ino.0)?;
+        let fd = fd.ok_or(Errno::IO)?;
+        let layer = node.read().top().layer;
+        let fh = self
+            .handles
+            .insert(Handle::File(FileHandle { node, layer, fd }));
+        Ok((attr, fh))
     }
 }

@@ -7,12 +7,18 @@ use std::ffi::OsStr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
+use std::path::Path;
+use std::time::SystemTime;
+
 use fuser::{
-    AccessFlags, Errno, FileHandle, Filesystem, FopenFlags, INodeNo, KernelConfig, OpenFlags,
-    ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen,
-    ReplyStatfs, ReplyXattr, Request,
+    AccessFlags, BsdFileFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, Filesystem,
+    FopenFlags, INodeNo, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
+    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
+use crate::attr::AttrChanges;
+use crate::dir::{Caller, NewObject};
 use crate::file::Handle;
 use crate::overlay::{Overlay, fuse_file_type};
 use crate::sys;
@@ -34,6 +40,41 @@ fn guarded<F: FnOnce()>(op: &'static str, f: F) {
 }
 
 const GENERATION: fuser::Generation = fuser::Generation(0);
+
+fn caller(req: &Request) -> Caller {
+    Caller {
+        uid: req.uid(),
+        gid: req.gid(),
+    }
+}
+
+impl OverlayFs {
+    fn reply_entry(&self, result: crate::sys::SysResult<FileAttr>, reply: ReplyEntry) {
+        match result {
+            Ok(attr) => reply.entry(&self.ov.ttl, &attr, GENERATION),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn new_object(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        object: NewObject<'_>,
+        reply: ReplyEntry,
+    ) {
+        let result = self.ov.create_object(parent.0, name, object, caller(req));
+        self.reply_entry(result.map(|(attr, _)| attr), reply)
+    }
+}
+
+fn reply_empty(result: crate::sys::SysResult<()>, reply: ReplyEmpty) {
+    match result {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(errno(e)),
+    }
+}
 
 impl Filesystem for OverlayFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
@@ -183,7 +224,14 @@ impl Filesystem for OverlayFs {
                         Err(_) => continue,
                     }
                 };
-                if reply.add(INodeNo(attr.ino.0), i as u64 + 1, &entry.name, &self.ov.ttl, &attr, GENERATION) {
+                if reply.add(
+                    INodeNo(attr.ino.0),
+                    i as u64 + 1,
+                    &entry.name,
+                    &self.ov.ttl,
+                    &attr,
+                    GENERATION,
+                ) {
                     if i >= 2 {
                         // The kernel drops entries that did not fit: undo their reference.
                         self.ov.forget(attr.ino.0, 1);
@@ -242,9 +290,293 @@ impl Filesystem for OverlayFs {
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
-        guarded("access", || match self.ov.access(ino.0, mask.bits() as u32) {
-            Ok(()) => reply.ok(),
+        guarded("access", || {
+            match self.ov.access(ino.0, mask.bits() as u32) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(e)),
+            }
+        })
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        guarded("setattr", || {
+            let changes = AttrChanges {
+                mode,
+                uid,
+                gid,
+                size,
+                atime,
+                mtime,
+                fh: fh.map(|f| f.0),
+            };
+            match self.ov.setattr(ino.0, changes) {
+                Ok(attr) => reply.attr(&self.ov.ttl, &attr),
+                Err(e) => reply.error(errno(e)),
+            }
+        })
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        guarded("mknod", || {
+            let mode = mode & !(umask & 0o777);
+            let object = if mode & libc::S_IFMT == libc::S_IFREG || mode & libc::S_IFMT == 0 {
+                NewObject::File {
+                    mode: mode & 0o7777,
+                    flags: libc::O_WRONLY,
+                }
+            } else {
+                NewObject::Special {
+                    mode,
+                    rdev: rdev as u64,
+                }
+            };
+            self.new_object(req, parent, name, object, reply)
+        })
+    }
+
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
+        guarded("mkdir", || {
+            let object = NewObject::Dir {
+                mode: mode & !umask & 0o7777,
+            };
+            self.new_object(req, parent, name, object, reply)
+        })
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        guarded("symlink", || {
+            let object = NewObject::Symlink {
+                target: target.as_os_str(),
+            };
+            self.new_object(req, parent, link_name, object, reply)
+        })
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        guarded("link", || {
+            self.reply_entry(self.ov.link(ino.0, newparent.0, newname), reply)
+        })
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        guarded("unlink", || {
+            reply_empty(self.ov.remove(parent.0, name, false), reply)
+        })
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        guarded("rmdir", || {
+            reply_empty(self.ov.remove(parent.0, name, true), reply)
+        })
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        guarded("rename", || {
+            let result = self
+                .ov
+                .rename(parent.0, name, newparent.0, newname, flags.bits());
+            reply_empty(result, reply)
+        })
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        guarded("create", || {
+            let mode = mode & !umask & 0o7777;
+            match self.ov.create(parent.0, name, mode, flags, caller(req)) {
+                Ok((attr, fh)) => reply.created(
+                    &self.ov.ttl,
+                    &attr,
+                    GENERATION,
+                    FileHandle(fh),
+                    FopenFlags::empty(),
+                ),
+                Err(e) => reply.error(errno(e)),
+            }
+        })
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        guarded("write", || match self.ov.write(fh.0, offset, data) {
+            Ok(n) => reply.written(n),
             Err(e) => reply.error(errno(e)),
+        })
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        guarded("fsync", || {
+            reply_empty(self.ov.fsync(fh.0, datasync), reply)
+        })
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        guarded("fsyncdir", || {
+            reply_empty(self.ov.fsync(fh.0, datasync), reply)
+        })
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        guarded("setxattr", || {
+            reply_empty(self.ov.setxattr(ino.0, name, value, flags), reply)
+        })
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        guarded("removexattr", || {
+            reply_empty(self.ov.removexattr(ino.0, name), reply)
+        })
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        guarded("fallocate", || {
+            reply_empty(self.ov.fallocate(fh.0, offset, length, mode), reply)
+        })
+    }
+
+    fn lseek(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
+        guarded("lseek", || match self.ov.lseek(fh.0, offset, whence) {
+            Ok(pos) => reply.offset(pos),
+            Err(e) => reply.error(errno(e)),
+        })
+    }
+
+    fn copy_file_range(
+        &self,
+        _req: &Request,
+        _ino_in: INodeNo,
+        fh_in: FileHandle,
+        offset_in: u64,
+        _ino_out: INodeNo,
+        fh_out: FileHandle,
+        offset_out: u64,
+        len: u64,
+        _flags: CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        guarded("copy_file_range", || {
+            match self
+                .ov
+                .copy_file_range(fh_in.0, offset_in, fh_out.0, offset_out, len)
+            {
+                Ok(n) => reply.written(n),
+                Err(e) => reply.error(errno(e)),
+            }
         })
     }
 }

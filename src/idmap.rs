@@ -75,8 +75,16 @@ mod tests {
     fn map() -> IdMap {
         IdMap {
             uids: vec![
-                IdRange { container: 0, host: 1000, size: 1 },
-                IdRange { container: 1, host: 100_000, size: 65536 },
+                IdRange {
+                    container: 0,
+                    host: 1000,
+                    size: 1,
+                },
+                IdRange {
+                    container: 1,
+                    host: 100_000,
+                    size: 65536,
+                },
             ],
             ..Default::default()
         }

@@ -21,8 +21,9 @@ const SHARDS: usize = 32;
 pub struct NodeState {
     /// Topmost first; a directory lists every merged layer directory.
     pub objects: Vec<LayerObject>,
-    /// Parent node and name, for copy-up of the parent chain.
-    pub parent: u64,
+    /// Parent directory and name, for copy-up of the parent chain (`None` for the root).
+    /// Holding the parent keeps the chain to the root alive, like the kernel's dentries.
+    pub parent: Option<Arc<Node>>,
     pub name: OsString,
 }
 
@@ -66,6 +67,18 @@ impl Node {
 
     pub fn is_dir(&self) -> bool {
         self.file_type == libc::S_IFDIR
+    }
+
+    /// A node outside the table (the kernel holds no reference to it), used to copy up
+    /// objects the kernel has not looked up, e.g. the contents of a renamed directory.
+    pub fn detached(ino: u64, file_type: u32, state: NodeState) -> Node {
+        Node {
+            id: ino,
+            ino,
+            file_type,
+            lookups: AtomicU64::new(0),
+            state: RwLock::new(state),
+        }
     }
 }
 

@@ -66,13 +66,20 @@ pub fn open_layers(upper: Option<&Path>, lowers: &[PathBuf]) -> SysResult<Vec<La
 pub struct LayerStack {
     pub layers: Vec<Layer>,
     pub has_upper: bool,
+    /// The xattr holding an upper object's pre-copy-up inode number.
+    pub origin_xattr: &'static str,
 }
 
 impl LayerStack {
-    pub fn new(upper: Option<&Path>, lowers: &[PathBuf]) -> SysResult<LayerStack> {
+    pub fn new(
+        upper: Option<&Path>,
+        lowers: &[PathBuf],
+        origin_xattr: &'static str,
+    ) -> SysResult<LayerStack> {
         Ok(LayerStack {
             layers: open_layers(upper, lowers)?,
             has_upper: upper.is_some(),
+            origin_xattr,
         })
     }
 

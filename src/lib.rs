@@ -1,7 +1,9 @@
 //! ovlfs: a userspace overlay filesystem on FUSE.
 //!
 //! Module split after the kernel's fs/overlayfs: see DESIGN.md §5 and docs/design.md.
+pub mod attr;
 pub mod copy_up;
+pub mod dir;
 pub mod file;
 pub mod fs;
 pub mod idmap;

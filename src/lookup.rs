@@ -114,11 +114,20 @@ pub fn lookup(
         }
     }
     Ok(found.map(|(stat, objects)| {
-        let (layer, real_ino) = origin.unwrap_or((objects[0].layer, stat.st_ino));
-        Resolved {
-            ino: stack.stable_ino(layer, real_ino),
-            stat,
-            objects,
-        }
+        let ino = match origin {
+            Some((layer, real_ino)) => stack.stable_ino(layer, real_ino),
+            None => recorded_ino(stack, objects[0].fd.as_fd())
+                .unwrap_or_else(|| stack.stable_ino(objects[0].layer, stat.st_ino)),
+        };
+        Resolved { ino, stat, objects }
     }))
+}
+
+/// The inode number an upper object had before its copy-up, if ovlfs recorded one.
+pub fn recorded_ino(stack: &LayerStack, fd: BorrowedFd<'_>) -> Option<u64> {
+    if !stack.has_upper {
+        return None;
+    }
+    let value = sys::get_xattr(fd, stack.origin_xattr).ok()??;
+    std::str::from_utf8(&value).ok()?.parse().ok()
 }

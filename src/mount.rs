@@ -21,7 +21,11 @@ pub fn session_config(config: &Config) -> fuser::Config {
         MountOption::DefaultPermissions,
     ];
     let has = |name: &str| config.fuse_options.iter().any(|o| o == name);
-    let mut acl = if root { SessionACL::All } else { SessionACL::Owner };
+    let mut acl = if root {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
     for opt in &config.fuse_options {
         let mapped = match opt.as_str() {
             "allow_other" => {
@@ -84,6 +88,7 @@ fn default_threads() -> usize {
 
 /// Mounts in a background thread of the calling process (for embedding, the demo, benches).
 pub fn spawn_background(config: &Config) -> io::Result<fuser::BackgroundSession> {
+    sys::set_umask(0);
     let overlay = Arc::new(Overlay::new(config)?);
     let session = fuser::Session::new(
         OverlayFs { ov: overlay },
@@ -98,6 +103,8 @@ pub fn run(config: &Config) -> i32 {
     for ignored in &config.ignored_options {
         log::warn!("option {ignored:?} is not supported and is ignored");
     }
+    // New objects get exactly the mode the caller's request carries (its umask applied).
+    sys::set_umask(0);
     // Open the layers before forking so every error reaches the caller's terminal.
     let overlay = match Overlay::new(config) {
         Ok(o) => Arc::new(o),

@@ -13,7 +13,7 @@ use fuser::{FileAttr, FileType, INodeNo};
 
 use crate::file::HandleTable;
 use crate::idmap::IdMap;
-use crate::inode::{InodeTable, Node, NodeState, ROOT_ID};
+use crate::inode::{InodeTable, Node, NodeState};
 use crate::layer::LayerStack;
 use crate::lookup::{self, LayerObject};
 use crate::options::{Config, WhiteoutMode};
@@ -42,8 +42,17 @@ pub struct Overlay {
 impl Overlay {
     /// Opens the layers of a validated config and builds the root node.
     pub fn new(config: &Config) -> io::Result<Overlay> {
-        let stack = LayerStack::new(config.upperdir.as_deref(), &config.lowerdirs)
-            .map_err(io::Error::from)?;
+        let xattr_ns = if config.userxattr || !sys::has_cap_sys_admin() {
+            XattrNamespace::User
+        } else {
+            XattrNamespace::Trusted
+        };
+        let stack = LayerStack::new(
+            config.upperdir.as_deref(),
+            &config.lowerdirs,
+            xattr_ns.origin_ino(),
+        )
+        .map_err(io::Error::from)?;
         let work = match &config.workdir {
             Some(dir) => Some(crate::copy_up::prepare_workdir(dir)?),
             None => None,
@@ -61,13 +70,8 @@ impl Overlay {
         let root_ino = stack.stable_ino(first_lower, lower_root.st_ino);
         let root_state = NodeState {
             objects,
-            parent: ROOT_ID,
+            parent: None,
             name: Default::default(),
-        };
-        let xattr_ns = if config.userxattr || !sys::has_cap_sys_admin() {
-            XattrNamespace::User
-        } else {
-            XattrNamespace::Trusted
         };
         Ok(Overlay {
             stack,
@@ -105,7 +109,7 @@ impl Overlay {
         let file_type = resolved.stat.st_mode & libc::S_IFMT;
         let state = NodeState {
             objects: resolved.objects,
-            parent,
+            parent: Some(parent_node.clone()),
             name: name.to_owned(),
         };
         let node = self.inodes.lookup_or_insert(resolved.ino, file_type, state);
@@ -207,8 +211,7 @@ impl Overlay {
 
     /// The inode number of a directory's parent, for its `..` entry.
     pub fn parent_ino(&self, node: &Node) -> u64 {
-        let parent = node.read().parent;
-        self.inodes.get(parent).map_or(node.ino, |p| p.ino)
+        node.read().parent.as_ref().map_or(node.ino, |p| p.ino)
     }
 }
 

@@ -64,6 +64,12 @@ pub fn list(stack: &LayerStack, dirs: &[(usize, BorrowedFd<'_>)]) -> SysResult<V
                     Some(resolved) => resolved.ino,
                     None => stack.stable_ino(layer, entry.ino),
                 }
+            } else if stack.is_upper(layer) {
+                // A copied-up object keeps the inode number it had in the lower layer.
+                sys::open_path_at(dir, &entry.name)
+                    .ok()
+                    .and_then(|fd| lookup::recorded_ino(stack, std::os::fd::AsFd::as_fd(&fd)))
+                    .unwrap_or_else(|| stack.stable_ino(layer, entry.ino))
             } else {
                 stack.stable_ino(layer, entry.ino)
             };

@@ -9,8 +9,8 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
 pub use rustix::fs::Stat;
-pub use rustix::io::Errno;
 use rustix::fs::{AtFlags, Mode, OFlags};
+pub use rustix::io::Errno;
 
 pub type SysResult<T> = Result<T, Errno>;
 
@@ -51,7 +51,11 @@ pub fn open_at(dir: BorrowedFd<'_>, name: &OsStr, flags: OFlags, mode: u32) -> S
 /// Re-opens an `O_PATH` fd with real access flags (through /proc, as passthrough_hp does).
 pub fn reopen(fd: BorrowedFd<'_>, flags: OFlags) -> SysResult<OwnedFd> {
     let flags = flags & !(OFlags::CREATE | OFlags::EXCL | OFlags::NOCTTY | OFlags::NOFOLLOW);
-    rustix::fs::open(proc_fd_path(fd).as_c_str(), flags | OFlags::CLOEXEC, Mode::empty())
+    rustix::fs::open(
+        proc_fd_path(fd).as_c_str(),
+        flags | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
 }
 
 /// `lstat` of `name` relative to `dir`.
@@ -88,7 +92,14 @@ pub struct RawDirEntry {
 
 /// Reads a whole directory (given as any fd to it, `O_PATH` included), minus `.` and `..`.
 pub fn read_dir(dir: BorrowedFd<'_>) -> SysResult<Vec<RawDirEntry>> {
-    let mut listing = rustix::fs::Dir::read_from(dir)?;
+    // rustix's Dir::read_from would keep O_PATH, which getdents refuses: open "." for reading.
+    let fd = rustix::fs::openat(
+        dir,
+        c".",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let mut listing = rustix::fs::Dir::new(fd)?;
     let mut entries = Vec::new();
     while let Some(entry) = listing.read() {
         let entry = entry?;
@@ -117,7 +128,7 @@ pub fn get_xattr(fd: BorrowedFd<'_>, name: &str) -> SysResult<Option<Vec<u8>>> {
             }
             Err(Errno::NODATA) | Err(Errno::OPNOTSUPP) => return Ok(None),
             Err(Errno::RANGE) => {
-                let len = rustix::fs::getxattr(path.as_c_str(), name, &mut [0u8; 0][..])?;
+                let len = rustix::fs::getxattr_query(path.as_c_str(), name)?;
                 buf.resize(len.max(buf.len() * 2), 0);
             }
             Err(e) => return Err(e),
@@ -129,7 +140,7 @@ pub fn get_xattr(fd: BorrowedFd<'_>, name: &str) -> SysResult<Option<Vec<u8>>> {
 pub fn get_xattr_raw(fd: BorrowedFd<'_>, name: &OsStr, size: usize) -> SysResult<Vec<u8>> {
     let path = proc_fd_path(fd);
     if size == 0 {
-        let len = rustix::fs::getxattr(path.as_c_str(), name, &mut [0u8; 0][..])?;
+        let len = rustix::fs::getxattr_query(path.as_c_str(), name)?;
         return Ok(vec![0; len]);
     }
     let mut buf = vec![0u8; size];
@@ -147,7 +158,7 @@ pub fn list_xattr(fd: BorrowedFd<'_>) -> SysResult<Vec<OsString>> {
             Ok(len) => break len,
             Err(Errno::OPNOTSUPP) => return Ok(Vec::new()),
             Err(Errno::RANGE) => {
-                let len = rustix::fs::listxattr(path.as_c_str(), &mut [0u8; 0][..])?;
+                let len = rustix::fs::listxattr_query(path.as_c_str())?;
                 buf.resize(len.max(buf.len() * 2), 0);
             }
             Err(e) => return Err(e),
@@ -237,7 +248,11 @@ pub fn fork() -> SysResult<ForkResult> {
     // SAFETY: called before any thread is spawned (main() forks first thing after parsing
     // options), so the child gets a consistent copy of the whole address space.
     match unsafe { libc::fork() } {
-        -1 => Err(Errno::from_raw_os_error(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO))),
+        -1 => Err(Errno::from_raw_os_error(
+            std::io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO),
+        )),
         0 => Ok(ForkResult::Child),
         _ => Ok(ForkResult::Parent),
     }
@@ -246,7 +261,8 @@ pub fn fork() -> SysResult<ForkResult> {
 /// Detaches the daemon from the caller's session and points stdio at /dev/null.
 pub fn detach_stdio_and_session() {
     let _ = rustix::process::setsid();
-    if let Ok(null) = rustix::fs::open(c"/dev/null", OFlags::RDWR | OFlags::CLOEXEC, Mode::empty()) {
+    if let Ok(null) = rustix::fs::open(c"/dev/null", OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())
+    {
         for target in 0..3 {
             // SAFETY: 0..=2 are the standard descriptors; dup2 over them replaces them
             // atomically and `null` stays owned (and closed) by its OwnedFd.
@@ -334,7 +350,10 @@ pub fn remove_tree_contents(dir: BorrowedFd<'_>) -> SysResult<()> {
     for entry in read_dir(dir)? {
         match rustix::fs::unlinkat(dir, entry.name.as_os_str(), AtFlags::empty()) {
             Ok(()) | Err(Errno::NOENT) => {}
-            Err(Errno::ISDIR) | Err(Errno::PERM) if entry.file_type == rustix::fs::FileType::Directory || entry.file_type == rustix::fs::FileType::Unknown => {
+            Err(Errno::ISDIR) | Err(Errno::PERM)
+                if entry.file_type == rustix::fs::FileType::Directory
+                    || entry.file_type == rustix::fs::FileType::Unknown =>
+            {
                 let sub = open_at(dir, &entry.name, OFlags::RDONLY | OFlags::DIRECTORY, 0)?;
                 remove_tree_contents(sub.as_fd())?;
                 rustix::fs::unlinkat(dir, entry.name.as_os_str(), AtFlags::REMOVEDIR)?;
@@ -343,4 +362,190 @@ pub fn remove_tree_contents(dir: BorrowedFd<'_>) -> SysResult<()> {
         }
     }
     Ok(())
+}
+
+// ---- write side -----------------------------------------------------------------------
+
+pub use rustix::fs::RenameFlags;
+
+pub fn mkdir_at(dir: BorrowedFd<'_>, name: &OsStr, mode: u32) -> SysResult<()> {
+    rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(mode))
+}
+
+/// `mknodat` with a full `st_mode` (type bits included).
+pub fn mknod_at(dir: BorrowedFd<'_>, name: &OsStr, mode: u32, rdev: u64) -> SysResult<()> {
+    let file_type = rustix::fs::FileType::from_raw_mode(mode);
+    rustix::fs::mknodat(
+        dir,
+        name,
+        file_type,
+        Mode::from_raw_mode(mode & 0o7777),
+        rdev,
+    )
+}
+
+pub fn symlink_at(target: &OsStr, dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<()> {
+    rustix::fs::symlinkat(target, dir, name)
+}
+
+/// Hard-links the object behind an `O_PATH` fd as `dir/name` (via /proc, which needs no
+/// CAP_DAC_READ_SEARCH, unlike `AT_EMPTY_PATH`).
+pub fn link_fd_at(fd: BorrowedFd<'_>, dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<()> {
+    rustix::fs::linkat(
+        rustix::fs::CWD,
+        proc_fd_path(fd).as_c_str(),
+        dir,
+        name,
+        AtFlags::SYMLINK_FOLLOW,
+    )
+}
+
+pub fn unlink_at(dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<()> {
+    rustix::fs::unlinkat(dir, name, AtFlags::empty())
+}
+
+pub fn rmdir_at(dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<()> {
+    rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR)
+}
+
+pub fn rename_at(
+    old_dir: BorrowedFd<'_>,
+    old: &OsStr,
+    new_dir: BorrowedFd<'_>,
+    new: &OsStr,
+    flags: RenameFlags,
+) -> SysResult<()> {
+    rustix::fs::renameat_with(old_dir, old, new_dir, new, flags)
+}
+
+/// `lchown` of `dir/name`; `None` leaves that id unchanged.
+pub fn chown_at(
+    dir: BorrowedFd<'_>,
+    name: &OsStr,
+    uid: Option<u32>,
+    gid: Option<u32>,
+) -> SysResult<()> {
+    let uid = uid.map(rustix::fs::Uid::from_raw);
+    let gid = gid.map(rustix::fs::Gid::from_raw);
+    rustix::fs::chownat(dir, name, uid, gid, AtFlags::SYMLINK_NOFOLLOW)
+}
+
+/// `chmod` of the object behind an fd (not for symlinks, whose mode Linux ignores).
+pub fn chmod_fd(fd: BorrowedFd<'_>, mode: u32) -> SysResult<()> {
+    rustix::fs::chmod(
+        proc_fd_path(fd).as_c_str(),
+        Mode::from_raw_mode(mode & 0o7777),
+    )
+}
+
+/// A timestamp for [`utimens_at`]: `None` = leave unchanged, `Some(None)` = now.
+pub type TimeSpec = Option<Option<(i64, i64)>>;
+
+fn timespec(t: TimeSpec) -> rustix::fs::Timespec {
+    match t {
+        None => rustix::fs::Timespec {
+            tv_sec: 0,
+            tv_nsec: rustix::fs::UTIME_OMIT,
+        },
+        Some(None) => rustix::fs::Timespec {
+            tv_sec: 0,
+            tv_nsec: rustix::fs::UTIME_NOW,
+        },
+        Some(Some((s, ns))) => rustix::fs::Timespec {
+            tv_sec: s,
+            tv_nsec: ns as _,
+        },
+    }
+}
+
+pub fn utimens_at(
+    dir: BorrowedFd<'_>,
+    name: &OsStr,
+    atime: TimeSpec,
+    mtime: TimeSpec,
+) -> SysResult<()> {
+    let times = rustix::fs::Timestamps {
+        last_access: timespec(atime),
+        last_modification: timespec(mtime),
+    };
+    rustix::fs::utimensat(dir, name, &times, AtFlags::SYMLINK_NOFOLLOW)
+}
+
+pub fn truncate_fd(fd: BorrowedFd<'_>, size: u64) -> SysResult<()> {
+    rustix::fs::ftruncate(fd, size)
+}
+
+pub fn fsync(fd: BorrowedFd<'_>, datasync: bool) -> SysResult<()> {
+    if datasync {
+        rustix::fs::fdatasync(fd)
+    } else {
+        rustix::fs::fsync(fd)
+    }
+}
+
+pub fn fallocate(fd: BorrowedFd<'_>, mode: i32, offset: u64, len: u64) -> SysResult<()> {
+    let mode = rustix::fs::FallocateFlags::from_bits_retain(mode as u32);
+    rustix::fs::fallocate(fd, mode, offset, len)
+}
+
+/// `lseek`, for SEEK_DATA/SEEK_HOLE (and the plain whences).
+pub fn lseek(fd: BorrowedFd<'_>, offset: i64, whence: i32) -> SysResult<u64> {
+    use rustix::fs::SeekFrom;
+    let pos = match whence {
+        libc::SEEK_SET => SeekFrom::Start(offset as u64),
+        libc::SEEK_CUR => SeekFrom::Current(offset),
+        libc::SEEK_END => SeekFrom::End(offset),
+        libc::SEEK_DATA => SeekFrom::Data(offset as u64),
+        libc::SEEK_HOLE => SeekFrom::Hole(offset as u64),
+        _ => return Err(Errno::INVAL),
+    };
+    rustix::fs::seek(fd, pos)
+}
+
+pub fn copy_file_range(
+    fd_in: BorrowedFd<'_>,
+    off_in: u64,
+    fd_out: BorrowedFd<'_>,
+    off_out: u64,
+    len: usize,
+) -> SysResult<usize> {
+    let (mut a, mut b) = (off_in, off_out);
+    rustix::fs::copy_file_range(fd_in, Some(&mut a), fd_out, Some(&mut b), len)
+}
+
+/// Reflinks all of `src` into `dst` (FICLONE); fails where the filesystem cannot share extents.
+pub fn clone_file(dst: BorrowedFd<'_>, src: BorrowedFd<'_>) -> SysResult<()> {
+    rustix::fs::ioctl_ficlone(dst, src)
+}
+
+/// Sets the process umask (the daemon creates objects with exactly the modes it is asked for).
+pub fn set_umask(mask: u32) {
+    rustix::process::umask(Mode::from_raw_mode(mask));
+}
+
+/// `chown` of the object behind an `O_PATH` fd, never following a symlink.
+pub fn chown_fd(fd: BorrowedFd<'_>, uid: Option<u32>, gid: Option<u32>) -> SysResult<()> {
+    let uid = uid.map(rustix::fs::Uid::from_raw);
+    let gid = gid.map(rustix::fs::Gid::from_raw);
+    rustix::fs::chownat(
+        fd,
+        c"",
+        uid,
+        gid,
+        AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW,
+    )
+}
+
+/// Sets the times of the (non-symlink) object behind an `O_PATH` fd.
+pub fn utimens_fd(fd: BorrowedFd<'_>, atime: TimeSpec, mtime: TimeSpec) -> SysResult<()> {
+    let times = rustix::fs::Timestamps {
+        last_access: timespec(atime),
+        last_modification: timespec(mtime),
+    };
+    rustix::fs::utimensat(
+        rustix::fs::CWD,
+        proc_fd_path(fd).as_c_str(),
+        &times,
+        AtFlags::empty(),
+    )
 }

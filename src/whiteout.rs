@@ -27,6 +27,15 @@ impl XattrNamespace {
         }
     }
 
+    /// Where ovlfs records the inode number an object had before copy-up (private to the
+    /// overlay, hidden by the kernel too).
+    pub fn origin_ino(self) -> &'static str {
+        match self {
+            XattrNamespace::Trusted => "trusted.overlay.ovlfs-ino",
+            XattrNamespace::User => "user.overlay.ovlfs-ino",
+        }
+    }
+
     pub fn whiteout(self) -> &'static str {
         match self {
             XattrNamespace::Trusted => "trusted.overlay.whiteout",
@@ -152,5 +161,64 @@ mod tests {
         assert!(is_private_xattr(OsStr::new("user.fuseoverlayfs.opaque")));
         assert!(!is_private_xattr(OsStr::new("user.overlayx")));
         assert!(!is_private_xattr(OsStr::new("security.capability")));
+    }
+}
+
+/// The forms a whiteout can be written in, most preferred first (DESIGN §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhiteoutForm {
+    Chardev,
+    Xattr,
+    Aufs,
+}
+
+/// Creates a whiteout object (chardev or xattr form) named `tmp` in `work`, to be renamed
+/// into place by the caller. AUFS form is not built here: it is a separate name.
+pub fn make_whiteout(
+    form: WhiteoutForm,
+    ns: XattrNamespace,
+    work: BorrowedFd<'_>,
+    tmp: &OsStr,
+) -> SysResult<()> {
+    match form {
+        WhiteoutForm::Chardev => sys::mknod_at(work, tmp, libc::S_IFCHR, 0),
+        WhiteoutForm::Xattr | WhiteoutForm::Aufs => {
+            let flags =
+                rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CREATE | rustix::fs::OFlags::EXCL;
+            let fd = sys::open_at(work, tmp, flags, 0)?;
+            let set = sys::set_xattr(
+                std::os::fd::AsFd::as_fd(&fd),
+                OsStr::new(ns.whiteout()),
+                b"y",
+                0,
+            );
+            if let Err(e) = set {
+                let _ = sys::unlink_at(work, tmp);
+                return Err(e);
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Marks an upper directory as possibly holding xattr whiteouts (`opaque=x`) unless it is
+/// already fully opaque: the kernel only honours xattr whiteouts in such directories.
+pub fn mark_may_hold_xattr_whiteouts(ns: XattrNamespace, dir: BorrowedFd<'_>) -> SysResult<()> {
+    match sys::get_xattr(dir, ns.opaque())? {
+        Some(v) if v == b"y" || v == b"x" => Ok(()),
+        _ => sys::set_xattr(dir, OsStr::new(ns.opaque()), b"x", 0),
+    }
+}
+
+/// Marks an upper directory opaque: the same directory in lower layers is hidden.
+pub fn set_opaque(ns: XattrNamespace, dir: BorrowedFd<'_>) -> SysResult<()> {
+    sys::set_xattr(dir, OsStr::new(ns.opaque()), b"y", 0)
+}
+
+/// Whether the upper entry `name` in `dir` is a whiteout of any format (AUFS included).
+pub fn upper_has_whiteout(dir: BorrowedFd<'_>, name: &OsStr) -> bool {
+    match sys::stat_at(dir, name) {
+        Ok(st) => is_whiteout_at(dir, name, &st),
+        Err(_) => has_aufs_whiteout(dir, name),
     }
 }

@@ -28,7 +28,7 @@ fn sized(data: Vec<u8>, size: u32) -> SysResult<XattrReply> {
 impl Overlay {
     pub fn getxattr(&self, id: u64, name: &OsStr, size: u32) -> SysResult<XattrReply> {
         if whiteout::is_private_xattr(name) {
-            return Err(Errno::NODATA);
+            return Err(Errno::OPNOTSUPP);
         }
         let node = self.node(id)?;
         let state = node.read();
@@ -48,5 +48,31 @@ impl Overlay {
             out.push(0);
         }
         sized(out, size)
+    }
+}
+
+impl Overlay {
+    pub fn setxattr(&self, id: u64, name: &OsStr, value: &[u8], flags: i32) -> SysResult<()> {
+        if whiteout::is_private_xattr(name) {
+            return Err(Errno::OPNOTSUPP);
+        }
+        if self.read_only() {
+            return Err(Errno::ROFS);
+        }
+        let node = self.node(id)?;
+        self.copy_up(&node)?;
+        sys::set_xattr(node.read().top_fd(), name, value, flags)
+    }
+
+    pub fn removexattr(&self, id: u64, name: &OsStr) -> SysResult<()> {
+        if whiteout::is_private_xattr(name) {
+            return Err(Errno::OPNOTSUPP);
+        }
+        if self.read_only() {
+            return Err(Errno::ROFS);
+        }
+        let node = self.node(id)?;
+        self.copy_up(&node)?;
+        sys::remove_xattr(node.read().top_fd(), name)
     }
 }

@@ -1,0 +1,124 @@
+//! The ovlfs demo: builds sample layers in a temp dir, mounts an overlay on them, shows the
+//! merged view, makes some changes, shows what landed in the upper layer, and unmounts.
+//!
+//! Run with `cargo run --example demo` (as root, or as a user who may use /dev/fuse).
+
+use std::fs;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use ovlfs::options::{self, Action};
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("demo failed: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn write(path: &Path, text: &str) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir)?;
+    }
+    fs::write(path, text)
+}
+
+/// Two lowers and an empty upper. The middle layer deletes `etc/motd` with a whiteout (an
+/// AUFS `.wh.` file, as container image layers carry them) and replaces `var/cache` with an
+/// opaque directory.
+fn build_layers(root: &Path) -> std::io::Result<(PathBuf, PathBuf, PathBuf, PathBuf, PathBuf)> {
+    let base = root.join("base");
+    let app = root.join("app");
+    let (upper, work, merged) = (root.join("upper"), root.join("work"), root.join("merged"));
+    write(&base.join("etc/hostname"), "base-host\n")?;
+    write(&base.join("etc/motd"), "welcome from the base layer\n")?;
+    write(&base.join("var/cache/old.bin"), "stale cache\n")?;
+    write(&base.join("README"), "base readme\n")?;
+    write(&app.join("etc/hostname"), "app-host\n")?;
+    write(&app.join("etc/.wh.motd"), "")?;
+    write(&app.join("var/cache/.wh..wh..opq"), "")?;
+    write(&app.join("var/cache/fresh.bin"), "fresh cache\n")?;
+    write(&app.join("app/main.sh"), "#!/bin/sh\necho hello\n")?;
+    for dir in [&upper, &work, &merged] {
+        fs::create_dir_all(dir)?;
+    }
+    Ok((base, app, upper, work, merged))
+}
+
+fn show_tree(title: &str, root: &Path) -> std::io::Result<()> {
+    println!("--- {title} ---");
+    let mut paths = Vec::new();
+    walk(root, root, &mut paths)?;
+    for line in paths {
+        println!("  {line}");
+    }
+    Ok(())
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) -> std::io::Result<()> {
+    let mut entries: Vec<_> = fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let path = entry.path();
+        let meta = fs::symlink_metadata(&path)?;
+        let rel = path
+            .strip_prefix(root)
+            .unwrap_or(&path)
+            .display()
+            .to_string();
+        let ft = meta.file_type();
+        if ft.is_dir() {
+            out.push(format!("{rel}/"));
+            walk(root, &path, out)?;
+        } else if ft.is_char_device() && meta.rdev() == 0 {
+            out.push(format!("{rel}  (whiteout: 0/0 char device)"));
+        } else if ft.is_file() {
+            let text = fs::read_to_string(&path).unwrap_or_default();
+            out.push(format!("{rel}  = {:?}", text.trim_end()));
+        } else {
+            out.push(format!("{rel}  ({ft:?})"));
+        }
+    }
+    Ok(())
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let temp = tempfile::tempdir()?;
+    let (base, app, upper, work, merged) = build_layers(temp.path())?;
+    let opts = format!(
+        "lowerdir={}:{},upperdir={},workdir={}",
+        app.display(),
+        base.display(),
+        upper.display(),
+        work.display()
+    );
+    let args = ["-o".into(), opts.clone(), merged.display().to_string()];
+    let Action::Mount(config) = options::parse_args(args.iter().map(Into::into))? else {
+        return Err("unexpected command line".into());
+    };
+    println!("mounting: ovlfs -o {opts} {}", merged.display());
+    let session = ovlfs::mount::spawn_background(&config)?;
+    let result = (|| -> std::io::Result<()> {
+        show_tree("merged view (app over base)", &merged)?;
+        println!("--- changes through the mount ---");
+        println!("  echo 'edited' > etc/hostname   (copy-up of a lower file)");
+        fs::write(merged.join("etc/hostname"), "edited\n")?;
+        println!("  rm README                      (a lower file: leaves a whiteout)");
+        fs::remove_file(merged.join("README"))?;
+        println!("  mkdir data && echo hi > data/new.txt");
+        fs::create_dir(merged.join("data"))?;
+        fs::write(merged.join("data/new.txt"), "hi\n")?;
+        show_tree("merged view after the changes", &merged)?;
+        Ok(())
+    })();
+    session.umount_and_join()?;
+    result?;
+    show_tree("upper layer on disk", &upper)?;
+    let mounted = Command::new("findmnt")
+        .arg(&merged)
+        .output()
+        .map(|o| o.status.success());
+    println!("unmounted: {}", !matches!(mounted, Ok(true)));
+    Ok(())
+}

@@ -1,0 +1,104 @@
+//! setattr (the kernel's inode.c): chmod, chown, truncate, utimens — after copy-up.
+
+use std::os::fd::AsFd;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use fuser::{FileAttr, TimeOrNow};
+use rustix::fs::OFlags;
+
+use crate::file::Handle;
+use crate::overlay::Overlay;
+use crate::sys::{self, Errno, SysResult, TimeSpec};
+
+/// The attribute changes of one setattr request.
+#[derive(Default)]
+pub struct AttrChanges {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<TimeOrNow>,
+    pub mtime: Option<TimeOrNow>,
+    pub fh: Option<u64>,
+}
+
+fn time_spec(t: Option<TimeOrNow>) -> TimeSpec {
+    match t? {
+        TimeOrNow::Now => Some(None),
+        TimeOrNow::SpecificTime(t) => Some(Some(match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => (d.as_secs() as i64, d.subsec_nanos() as i64),
+            Err(e) => {
+                let d = e.duration();
+                let (s, ns) = (d.as_secs() as i64, d.subsec_nanos() as i64);
+                if ns == 0 {
+                    (-s, 0)
+                } else {
+                    (-s - 1, 1_000_000_000 - ns)
+                }
+            }
+        })),
+    }
+}
+
+impl Overlay {
+    pub fn setattr(&self, id: u64, changes: AttrChanges) -> SysResult<FileAttr> {
+        if self.read_only() {
+            return Err(Errno::ROFS);
+        }
+        let node = self.node(id)?;
+        self.copy_up(&node)?;
+        let state = node.read();
+        let fd = state.top_fd();
+        if changes.uid.is_some() || changes.gid.is_some() {
+            let uid = match changes.uid {
+                Some(u) => Some(self.ids.uid_to_host(u).ok_or(Errno::INVAL)?),
+                None => None,
+            };
+            let gid = match changes.gid {
+                Some(g) => Some(self.ids.gid_to_host(g).ok_or(Errno::INVAL)?),
+                None => None,
+            };
+            sys::chown_fd(fd, uid, gid)?;
+        }
+        if let Some(mode) = changes.mode {
+            if node.file_type != libc::S_IFLNK {
+                sys::chmod_fd(fd, mode)?;
+            }
+        }
+        if let Some(size) = changes.size {
+            if node.is_dir() {
+                return Err(Errno::ISDIR);
+            }
+            let handle = changes.fh.and_then(|fh| self.handles.get(fh).ok());
+            match handle.as_deref() {
+                Some(Handle::File(f)) if self.stack.is_upper(f.layer) => {
+                    sys::truncate_fd(f.fd.as_fd(), size)?
+                }
+                _ => {
+                    let file = sys::reopen(fd, OFlags::WRONLY)?;
+                    sys::truncate_fd(file.as_fd(), size)?;
+                }
+            }
+        }
+        if changes.atime.is_some() || changes.mtime.is_some() {
+            let (atime, mtime) = (time_spec(changes.atime), time_spec(changes.mtime));
+            if node.file_type == libc::S_IFLNK {
+                let parent = state.parent.clone().ok_or(Errno::INVAL)?;
+                let parent_state = parent.read();
+                sys::utimens_at(parent_state.top_fd(), &state.name, atime, mtime)?;
+            } else {
+                sys::utimens_fd(fd, atime, mtime)?;
+            }
+        }
+        let st = sys::stat_fd(fd)?;
+        Ok(self.attr_from_stat(&node, &st, state.objects.len() > 1))
+    }
+}
+
+/// Seconds and nanoseconds of a time, for logs and tests.
+pub fn unix_time(t: SystemTime) -> (i64, i64) {
+    match time_spec(Some(TimeOrNow::SpecificTime(t))) {
+        Some(Some(v)) => v,
+        _ => (0, 0),
+    }
+}

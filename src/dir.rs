@@ -1,0 +1,512 @@
+//! Namespace operations (the kernel's dir.c): create, mkdir, mknod, symlink, link, unlink,
+//! rmdir, rename — always in the upper layer, with whiteouts where a lower name must vanish.
+
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
+
+use fuser::FileAttr;
+use rustix::fs::OFlags;
+
+use crate::copy_up::{remove_any, temp_name};
+use crate::inode::{Node, NodeState};
+use crate::lookup::{self, Resolved};
+use crate::options::WhiteoutMode;
+use crate::overlay::Overlay;
+use crate::readdir;
+use crate::sys::{self, Errno, RenameFlags, SysResult};
+use crate::whiteout::{self, WhiteoutForm};
+
+/// What to create.
+pub enum NewObject<'a> {
+    File { mode: u32, flags: i32 },
+    Dir { mode: u32 },
+    Special { mode: u32, rdev: u64 },
+    Symlink { target: &'a OsStr },
+}
+
+/// The caller of a request, as FUSE reports it.
+#[derive(Clone, Copy)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Overlay {
+    /// Copies `node` up and returns a duplicate of its upper fd (no lock held afterwards).
+    fn upper_fd_of(&self, node: &Arc<Node>) -> SysResult<OwnedFd> {
+        self.copy_up(node)?;
+        node.read().top().fd.try_clone().map_err(|_| Errno::MFILE)
+    }
+
+    fn dir_node(&self, id: u64) -> SysResult<Arc<Node>> {
+        let node = self.node(id)?;
+        if !node.is_dir() {
+            return Err(Errno::NOTDIR);
+        }
+        Ok(node)
+    }
+
+    fn resolve(&self, parent: &Node, name: &OsStr) -> SysResult<Option<Resolved>> {
+        let state = parent.read();
+        lookup::lookup(&self.stack, &state.layer_fds(), name)
+    }
+
+    /// Whether `name` is visible in the lower layers of directory `parent` (so deleting or
+    /// renaming it in the upper needs a whiteout, and a new directory there must be opaque).
+    fn lower_has(&self, parent: &Node, name: &OsStr) -> SysResult<bool> {
+        let state = parent.read();
+        let lowers: Vec<_> = state
+            .layer_fds()
+            .into_iter()
+            .filter(|(layer, _)| !self.stack.is_upper(*layer))
+            .collect();
+        if lowers.is_empty() {
+            return Ok(false);
+        }
+        Ok(lookup::lookup(&self.stack, &lowers, name)?.is_some())
+    }
+
+    /// The live node for a resolved child, or a detached one to copy up through.
+    fn child_node(&self, parent: &Arc<Node>, name: &OsStr, resolved: Resolved) -> Arc<Node> {
+        if let Some(node) = self.inodes.get(resolved.ino) {
+            return node;
+        }
+        let file_type = resolved.stat.st_mode & libc::S_IFMT;
+        Arc::new(Node::detached(
+            resolved.ino,
+            file_type,
+            NodeState {
+                objects: resolved.objects,
+                parent: Some(parent.clone()),
+                name: name.to_owned(),
+            },
+        ))
+    }
+
+    /// Owner of a new object: the caller's ids on disk; a setgid directory passes on its group.
+    fn new_owner(&self, caller: Caller, upper_dir: BorrowedFd<'_>) -> SysResult<(u32, u32, bool)> {
+        let uid = self.ids.uid_to_host(caller.uid).ok_or(Errno::INVAL)?;
+        let mut gid = self.ids.gid_to_host(caller.gid).ok_or(Errno::INVAL)?;
+        let dir = sys::stat_fd(upper_dir)?;
+        let setgid_dir = dir.st_mode & libc::S_ISGID != 0;
+        if setgid_dir {
+            gid = dir.st_gid;
+        }
+        Ok((uid, gid, setgid_dir))
+    }
+
+    /// Creates a new object through the workdir and installs it at `parent/name`.
+    /// Returns its attributes (counting one lookup) and, for files, the open fd.
+    pub fn create_object(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        object: NewObject<'_>,
+        caller: Caller,
+    ) -> SysResult<(FileAttr, Option<OwnedFd>)> {
+        if self.read_only() {
+            return Err(Errno::ROFS);
+        }
+        let parent_node = self.dir_node(parent)?;
+        if self.resolve(&parent_node, name)?.is_some() {
+            return Err(Errno::EXIST);
+        }
+        if whiteout::is_aufs_entry(name) {
+            // The name would be read back as AUFS bookkeeping and vanish.
+            return Err(Errno::INVAL);
+        }
+        let upper_dir = self.upper_fd_of(&parent_node)?;
+        let work = self.work_fd()?;
+        let tmp = temp_name();
+        let (uid, gid, setgid_dir) = self.new_owner(caller, upper_dir.as_fd())?;
+        let mut is_dir = false;
+        let built: SysResult<Option<OwnedFd>> = (|| match object {
+            NewObject::File { mode, flags } => {
+                let oflags = OFlags::from_bits_retain(flags as u32)
+                    & !(OFlags::TRUNC | OFlags::EXCL | OFlags::CREATE);
+                let fd = sys::open_at(
+                    work,
+                    &tmp,
+                    oflags | OFlags::CREATE | OFlags::EXCL,
+                    mode & 0o7777,
+                )?;
+                Ok(Some(fd))
+            }
+            NewObject::Dir { mode } => {
+                is_dir = true;
+                let mode = if setgid_dir {
+                    mode | libc::S_ISGID
+                } else {
+                    mode
+                };
+                sys::mkdir_at(work, &tmp, mode & 0o7777).map(|()| None)
+            }
+            NewObject::Special { mode, rdev } => {
+                if mode & libc::S_IFMT == libc::S_IFCHR && rdev == 0 {
+                    // A 0/0 device would read back as a whiteout: refuse, as the kernel does.
+                    return Err(Errno::PERM);
+                }
+                sys::mknod_at(work, &tmp, mode, rdev).map(|()| None)
+            }
+            NewObject::Symlink { target } => sys::symlink_at(target, work, &tmp).map(|()| None),
+        })();
+        let fd = built?;
+        let finish = (|| {
+            sys::chown_at(work, &tmp, Some(uid), Some(gid))?;
+            if let NewObject::Dir { mode } = object {
+                // chown may have cleared setgid; mkdir's mode was also masked by nothing else.
+                let copy = sys::open_path_at(work, &tmp)?;
+                let mode = if setgid_dir {
+                    mode | libc::S_ISGID
+                } else {
+                    mode
+                };
+                sys::chmod_fd(copy.as_fd(), mode)?;
+            }
+            let parent_merges = self.has_lower_part(&parent_node);
+            self.install(work, &tmp, upper_dir.as_fd(), name, is_dir, parent_merges)
+        })();
+        if let Err(e) = finish {
+            let _ = remove_any(work, &tmp);
+            return Err(e);
+        }
+        let attr = self.lookup(parent, name)?;
+        Ok((attr, fd))
+    }
+
+    /// Moves a finished `work/tmp` to `upper_dir/name`, replacing a whiteout there (a new
+    /// directory then becomes opaque, hiding what the whiteout hid). A new directory in a
+    /// merged parent is made opaque as well, as the kernel does: nothing below can show
+    /// through it, so later lookups need not visit the lower layers.
+    fn install(
+        &self,
+        work: BorrowedFd<'_>,
+        tmp: &OsStr,
+        upper_dir: BorrowedFd<'_>,
+        name: &OsStr,
+        is_dir: bool,
+        parent_merges: bool,
+    ) -> SysResult<()> {
+        let replaces_whiteout = match sys::stat_at(upper_dir, name) {
+            Ok(st) if whiteout::is_whiteout_at(upper_dir, name, &st) => true,
+            Ok(_) => return Err(Errno::EXIST),
+            Err(Errno::NOENT) => false,
+            Err(e) => return Err(e),
+        };
+        let aufs = whiteout::has_aufs_whiteout(upper_dir, name);
+        if is_dir && (replaces_whiteout || aufs || parent_merges) {
+            let fd = sys::open_path_at(work, tmp)?;
+            whiteout::set_opaque(self.xattr_ns, fd.as_fd())?;
+        }
+        if replaces_whiteout {
+            sys::rename_at(work, tmp, upper_dir, name, RenameFlags::EXCHANGE)?;
+            let _ = sys::unlink_at(work, tmp);
+        } else {
+            sys::rename_at(work, tmp, upper_dir, name, RenameFlags::NOREPLACE)?;
+        }
+        if aufs {
+            let _ = sys::unlink_at(upper_dir, &whiteout::aufs_whiteout_name(name));
+        }
+        Ok(())
+    }
+
+    /// A hard link of `id` as `newparent/newname`.
+    pub fn link(&self, id: u64, newparent: u64, newname: &OsStr) -> SysResult<FileAttr> {
+        if self.read_only() {
+            return Err(Errno::ROFS);
+        }
+        let node = self.node(id)?;
+        if node.is_dir() {
+            return Err(Errno::PERM);
+        }
+        let parent_node = self.dir_node(newparent)?;
+        if self.resolve(&parent_node, newname)?.is_some() {
+            return Err(Errno::EXIST);
+        }
+        let source = self.upper_fd_of(&node)?;
+        let upper_dir = self.upper_fd_of(&parent_node)?;
+        let work = self.work_fd()?;
+        let tmp = temp_name();
+        sys::link_fd_at(source.as_fd(), work, &tmp)?;
+        if let Err(e) = self.install(work, &tmp, upper_dir.as_fd(), newname, false, false) {
+            let _ = sys::unlink_at(work, &tmp);
+            return Err(e);
+        }
+        self.lookup(newparent, newname)
+    }
+
+    /// unlink(2) and rmdir(2).
+    pub fn remove(&self, parent: u64, name: &OsStr, is_rmdir: bool) -> SysResult<()> {
+        if self.read_only() {
+            return Err(Errno::ROFS);
+        }
+        let parent_node = self.dir_node(parent)?;
+        let child = self.resolve(&parent_node, name)?.ok_or(Errno::NOENT)?;
+        match (is_rmdir, child.is_dir()) {
+            (true, false) => return Err(Errno::NOTDIR),
+            (false, true) => return Err(Errno::ISDIR),
+            _ => {}
+        }
+        if is_rmdir {
+            let dirs: Vec<_> = child
+                .objects
+                .iter()
+                .map(|o| (o.layer, o.fd.as_fd()))
+                .collect();
+            if !readdir::list(&self.stack, &dirs)?.is_empty() {
+                return Err(Errno::NOTEMPTY);
+            }
+        }
+        let upper_dir = self.upper_fd_of(&parent_node)?;
+        let in_upper = self.stack.is_upper(child.objects[0].layer);
+        if self.lower_has(&parent_node, name)? {
+            return self.whiteout_name(upper_dir.as_fd(), name, in_upper);
+        }
+        if !in_upper {
+            return Err(Errno::NOENT);
+        }
+        if is_rmdir {
+            // Only whiteouts can be left inside: clear them so rmdir(2) succeeds.
+            let fd = sys::open_at(
+                upper_dir.as_fd(),
+                name,
+                OFlags::RDONLY | OFlags::DIRECTORY,
+                0,
+            )?;
+            sys::remove_tree_contents(fd.as_fd())?;
+            sys::rmdir_at(upper_dir.as_fd(), name)
+        } else {
+            sys::unlink_at(upper_dir.as_fd(), name)
+        }
+    }
+
+    /// The whiteout forms to try for this mount, in order.
+    fn whiteout_forms(&self) -> &'static [WhiteoutForm] {
+        match self.whiteout_mode {
+            WhiteoutMode::Chardev => &[WhiteoutForm::Chardev],
+            WhiteoutMode::Xattr => &[WhiteoutForm::Xattr],
+            WhiteoutMode::Auto => &[
+                WhiteoutForm::Chardev,
+                WhiteoutForm::Xattr,
+                WhiteoutForm::Aufs,
+            ],
+        }
+    }
+
+    /// Replaces `upper_dir/name` (if `existing`) or adds there a whiteout, atomically for the
+    /// chardev and xattr forms (built in the workdir, then exchanged or renamed into place).
+    pub fn whiteout_name(
+        &self,
+        upper_dir: BorrowedFd<'_>,
+        name: &OsStr,
+        existing: bool,
+    ) -> SysResult<()> {
+        let work = self.work_fd()?;
+        let mut last = Errno::PERM;
+        for &form in self.whiteout_forms() {
+            if form == WhiteoutForm::Aufs {
+                if existing {
+                    remove_any(upper_dir, name)?;
+                }
+                let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC;
+                sys::open_at(upper_dir, &whiteout::aufs_whiteout_name(name), flags, 0o600)?;
+                return Ok(());
+            }
+            let tmp = temp_name();
+            if let Err(e) = whiteout::make_whiteout(form, self.xattr_ns, work, &tmp) {
+                last = e;
+                continue;
+            }
+            if form == WhiteoutForm::Xattr {
+                whiteout::mark_may_hold_xattr_whiteouts(self.xattr_ns, upper_dir)?;
+            }
+            let placed = if existing {
+                sys::rename_at(work, &tmp, upper_dir, name, RenameFlags::EXCHANGE)
+            } else {
+                sys::rename_at(work, &tmp, upper_dir, name, RenameFlags::NOREPLACE)
+            };
+            if let Err(e) = placed {
+                let _ = sys::unlink_at(work, &tmp);
+                return Err(e);
+            }
+            if existing {
+                // After the exchange the old object sits under the temp name: drop it.
+                remove_any(work, &tmp)?;
+            }
+            return Ok(());
+        }
+        Err(last)
+    }
+
+    /// Copies a whole directory tree up and makes it opaque, so it no longer depends on the
+    /// lower layers and can move anywhere (a form the kernel reads without redirects).
+    fn copy_up_tree(&self, node: &Arc<Node>) -> SysResult<()> {
+        self.copy_up(node)?;
+        let entries = {
+            let state = node.read();
+            readdir::list(&self.stack, &state.layer_fds())?
+        };
+        for entry in entries {
+            let Some(resolved) = self.resolve(node, &entry.name)? else {
+                continue;
+            };
+            let is_dir = resolved.is_dir();
+            let child = self.child_node(node, &entry.name, resolved);
+            if is_dir {
+                self.copy_up_tree(&child)?;
+            } else {
+                self.copy_up(&child)?;
+            }
+        }
+        let mut state = node.write();
+        whiteout::set_opaque(self.xattr_ns, state.top_fd())?;
+        state.objects.truncate(1);
+        Ok(())
+    }
+
+    /// rename(2) with RENAME_NOREPLACE / RENAME_EXCHANGE.
+    pub fn rename(
+        &self,
+        oldparent: u64,
+        oldname: &OsStr,
+        newparent: u64,
+        newname: &OsStr,
+        flags: u32,
+    ) -> SysResult<()> {
+        if self.read_only() {
+            return Err(Errno::ROFS);
+        }
+        let exchange = flags & libc::RENAME_EXCHANGE != 0;
+        let noreplace = flags & libc::RENAME_NOREPLACE != 0;
+        if flags & !(libc::RENAME_EXCHANGE | libc::RENAME_NOREPLACE) != 0 || (exchange && noreplace)
+        {
+            return Err(Errno::INVAL);
+        }
+        let old_dir = self.dir_node(oldparent)?;
+        let new_dir = self.dir_node(newparent)?;
+        let src = self.resolve(&old_dir, oldname)?.ok_or(Errno::NOENT)?;
+        let dst = self.resolve(&new_dir, newname)?;
+        if let Some(dst) = &dst {
+            if dst.ino == src.ino {
+                return Ok(()); // the same object: rename(2) does nothing
+            }
+            if noreplace {
+                return Err(Errno::EXIST);
+            }
+            if !exchange {
+                match (src.is_dir(), dst.is_dir()) {
+                    (true, false) => return Err(Errno::NOTDIR),
+                    (false, true) => return Err(Errno::ISDIR),
+                    (true, true) => {
+                        let dirs: Vec<_> = dst
+                            .objects
+                            .iter()
+                            .map(|o| (o.layer, o.fd.as_fd()))
+                            .collect();
+                        if !readdir::list(&self.stack, &dirs)?.is_empty() {
+                            return Err(Errno::NOTEMPTY);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        } else if exchange {
+            return Err(Errno::NOENT);
+        }
+        let src_is_dir = src.is_dir();
+        let src_node = self.child_node(&old_dir, oldname, src);
+        let dst_node = dst.map(|d| {
+            let is_dir = d.is_dir();
+            (self.child_node(&new_dir, newname, d), is_dir)
+        });
+        // Directories that still merge with lower ones move as complete upper copies.
+        if src_is_dir && self.has_lower_part(&src_node) {
+            self.copy_up_tree(&src_node)?;
+        }
+        self.copy_up(&src_node)?;
+        if let Some((node, is_dir)) = &dst_node {
+            if exchange && *is_dir && self.has_lower_part(node) {
+                self.copy_up_tree(node)?;
+            }
+            if exchange {
+                self.copy_up(node)?;
+            }
+        }
+        let old_upper = self.upper_fd_of(&old_dir)?;
+        let new_upper = self.upper_fd_of(&new_dir)?;
+        let (old_upper, new_upper) = (old_upper.as_fd(), new_upper.as_fd());
+        if exchange {
+            sys::rename_at(
+                old_upper,
+                oldname,
+                new_upper,
+                newname,
+                RenameFlags::EXCHANGE,
+            )?;
+        } else {
+            self.prepare_target(&new_dir, new_upper, newname, src_is_dir, &src_node)?;
+            let whiteout_old = self.lower_has(&old_dir, oldname)?;
+            sys::rename_at(old_upper, oldname, new_upper, newname, RenameFlags::empty())?;
+            if whiteout_old {
+                self.whiteout_name(old_upper, oldname, false)?;
+            }
+            let aufs = whiteout::aufs_whiteout_name(newname);
+            let _ = sys::unlink_at(new_upper, &aufs);
+        }
+        self.moved(&src_node, &new_dir, newname);
+        if let (true, Some((node, _))) = (exchange, &dst_node) {
+            self.moved(node, &old_dir, oldname);
+        }
+        Ok(())
+    }
+
+    /// Readies `upper/newname` to receive a renamed object: drops a whiteout or an emptied
+    /// upper directory there, and makes a moved directory opaque over a lower one.
+    fn prepare_target(
+        &self,
+        new_dir: &Node,
+        new_upper: BorrowedFd<'_>,
+        newname: &OsStr,
+        src_is_dir: bool,
+        src_node: &Node,
+    ) -> SysResult<()> {
+        match sys::stat_at(new_upper, newname) {
+            Ok(st) if whiteout::is_whiteout_at(new_upper, newname, &st) => {
+                if src_is_dir {
+                    sys::unlink_at(new_upper, newname)?;
+                }
+            }
+            Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => {
+                let fd = sys::open_at(new_upper, newname, OFlags::RDONLY | OFlags::DIRECTORY, 0)?;
+                sys::remove_tree_contents(fd.as_fd())?;
+            }
+            _ => {}
+        }
+        if src_is_dir && self.lower_has(new_dir, newname)? {
+            whiteout::set_opaque(self.xattr_ns, src_node.read().top_fd())?;
+        }
+        Ok(())
+    }
+
+    fn has_lower_part(&self, node: &Node) -> bool {
+        node.read()
+            .objects
+            .iter()
+            .any(|o| !self.stack.is_upper(o.layer))
+    }
+
+    /// Records a node's new place after a rename.
+    fn moved(&self, node: &Arc<Node>, new_parent: &Arc<Node>, new_name: &OsStr) {
+        let mut state = node.write();
+        state.parent = Some(new_parent.clone());
+        state.name = new_name.to_owned();
+        if node.is_dir() && self.stack.is_upper(state.top().layer) {
+            // The moved directory is opaque or upper-only now: it no longer merges below.
+            let opaque = whiteout::is_opaque_dir(state.top_fd()).unwrap_or(false);
+            if opaque {
+                state.objects.truncate(1);
+            }
+        }
+    }
+}
