@@ -150,6 +150,14 @@ impl Overlay {
             Err(Errno::EXIST) => sys::open_path_at(upper_dir, &name)?,
             Err(e) => return Err(e),
         };
+        let other_links = (!node.is_dir() && st.st_nlink > 1)
+            .then(|| {
+                upper_fd
+                    .try_clone()
+                    .ok()
+                    .map(|fd| (state.top().layer, st.st_ino, fd))
+            })
+            .flatten();
         let upper = LayerObject {
             layer: 0,
             fd: upper_fd,
@@ -158,6 +166,11 @@ impl Overlay {
             state.objects.insert(0, upper);
         } else {
             state.objects = vec![upper];
+        }
+        drop(parent_state);
+        drop(state);
+        if let Some((layer, lower_ino, fd)) = other_links {
+            self.copy_up_other_links(layer, lower_ino, fd.as_fd());
         }
         Ok(())
     }

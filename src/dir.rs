@@ -47,7 +47,7 @@ impl Overlay {
         Ok(node)
     }
 
-    fn resolve(&self, parent: &Node, name: &OsStr) -> SysResult<Option<Resolved>> {
+    pub(crate) fn resolve_in(&self, parent: &Node, name: &OsStr) -> SysResult<Option<Resolved>> {
         let state = parent.read();
         lookup::lookup(&self.stack, &state.layer_fds(), name)
     }
@@ -68,7 +68,12 @@ impl Overlay {
     }
 
     /// The live node for a resolved child, or a detached one to copy up through.
-    fn child_node(&self, parent: &Arc<Node>, name: &OsStr, resolved: Resolved) -> Arc<Node> {
+    pub(crate) fn child_node(
+        &self,
+        parent: &Arc<Node>,
+        name: &OsStr,
+        resolved: Resolved,
+    ) -> Arc<Node> {
         if let Some(node) = self.inodes.get(resolved.ino) {
             return node;
         }
@@ -109,7 +114,7 @@ impl Overlay {
             return Err(Errno::ROFS);
         }
         let parent_node = self.dir_node(parent)?;
-        if self.resolve(&parent_node, name)?.is_some() {
+        if self.resolve_in(&parent_node, name)?.is_some() {
             return Err(Errno::EXIST);
         }
         if whiteout::is_aufs_entry(name) {
@@ -221,7 +226,7 @@ impl Overlay {
             return Err(Errno::PERM);
         }
         let parent_node = self.dir_node(newparent)?;
-        if self.resolve(&parent_node, newname)?.is_some() {
+        if self.resolve_in(&parent_node, newname)?.is_some() {
             return Err(Errno::EXIST);
         }
         let source = self.upper_fd_of(&node)?;
@@ -242,7 +247,7 @@ impl Overlay {
             return Err(Errno::ROFS);
         }
         let parent_node = self.dir_node(parent)?;
-        let child = self.resolve(&parent_node, name)?.ok_or(Errno::NOENT)?;
+        let child = self.resolve_in(&parent_node, name)?.ok_or(Errno::NOENT)?;
         match (is_rmdir, child.is_dir()) {
             (true, false) => return Err(Errno::NOTDIR),
             (false, true) => return Err(Errno::ISDIR),
@@ -348,7 +353,7 @@ impl Overlay {
             readdir::list(&self.stack, &state.layer_fds())?
         };
         for entry in entries {
-            let Some(resolved) = self.resolve(node, &entry.name)? else {
+            let Some(resolved) = self.resolve_in(node, &entry.name)? else {
                 continue;
             };
             let is_dir = resolved.is_dir();
@@ -385,8 +390,8 @@ impl Overlay {
         }
         let old_dir = self.dir_node(oldparent)?;
         let new_dir = self.dir_node(newparent)?;
-        let src = self.resolve(&old_dir, oldname)?.ok_or(Errno::NOENT)?;
-        let dst = self.resolve(&new_dir, newname)?;
+        let src = self.resolve_in(&old_dir, oldname)?.ok_or(Errno::NOENT)?;
+        let dst = self.resolve_in(&new_dir, newname)?;
         if let Some(dst) = &dst {
             if dst.ino == src.ino {
                 return Ok(()); // the same object: rename(2) does nothing

@@ -6,6 +6,7 @@ pub mod copy_up;
 pub mod dir;
 pub mod file;
 pub mod fs;
+pub mod hardlinks;
 pub mod idmap;
 pub mod inode;
 pub mod layer;

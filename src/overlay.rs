@@ -37,6 +37,7 @@ pub struct Overlay {
     pub ids: IdMap,
     /// `WORKDIR/work`: where copy-up builds objects before renaming them into the upper.
     pub work: Option<OwnedFd>,
+    pub hardlinks: crate::hardlinks::HardlinkIndex,
 }
 
 impl Overlay {
@@ -84,6 +85,7 @@ impl Overlay {
             static_nlink: config.static_nlink,
             ids: IdMap::from_config(config),
             work,
+            hardlinks: Default::default(),
         })
     }
 

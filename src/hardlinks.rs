@@ -1,0 +1,124 @@
+//! Hard links across copy-up (DESIGN §4): when a multi-link lower file is copied up, all of
+//! its visible names are copied up at once as hard links of the new upper file, so the names
+//! stay linked within the mount, after a remount, and under the kernel's overlayfs — without
+//! the kernel's index directory.
+//!
+//! Finding the other names needs the layer's (inode → paths) map of multi-link files. It is
+//! built once per layer, on the first such copy-up, by one walk of that layer.
+
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::sync::{Arc, Mutex};
+
+use rustix::fs::OFlags;
+
+use crate::copy_up::temp_name;
+use crate::inode::ROOT_ID;
+use crate::overlay::Overlay;
+use crate::sys::{self, Errno, RenameFlags, SysResult};
+
+/// Paths (from the layer root, components joined by `/`) of each multi-link inode.
+pub type LinkMap = HashMap<u64, Vec<OsString>>;
+
+#[derive(Debug, Default)]
+pub struct HardlinkIndex {
+    layers: Mutex<HashMap<usize, Arc<LinkMap>>>,
+}
+
+impl HardlinkIndex {
+    fn get_or_build(&self, layer: usize, root: BorrowedFd<'_>) -> Arc<LinkMap> {
+        let mut layers = self.layers.lock().unwrap_or_else(|e| e.into_inner());
+        layers
+            .entry(layer)
+            .or_insert_with(|| {
+                let mut map = LinkMap::new();
+                if let Err(e) = walk(root, &mut Vec::new(), &mut map) {
+                    log::warn!("indexing hard links of layer {layer}: {e}");
+                }
+                map.retain(|_, paths| paths.len() > 1);
+                Arc::new(map)
+            })
+            .clone()
+    }
+}
+
+fn walk(dir: BorrowedFd<'_>, prefix: &mut Vec<u8>, map: &mut LinkMap) -> SysResult<()> {
+    for entry in sys::read_dir(dir)? {
+        let len = prefix.len();
+        if !prefix.is_empty() {
+            prefix.push(b'/');
+        }
+        prefix.extend_from_slice(entry.name.as_bytes());
+        if entry.file_type == rustix::fs::FileType::Directory {
+            if let Ok(sub) = sys::open_at(dir, &entry.name, OFlags::RDONLY | OFlags::DIRECTORY, 0) {
+                walk(sub.as_fd(), prefix, map)?;
+            }
+        } else if let Ok(st) = sys::stat_at(dir, &entry.name) {
+            if st.st_nlink > 1 {
+                map.entry(st.st_ino)
+                    .or_default()
+                    .push(OsStr::from_bytes(prefix).to_owned());
+            }
+        }
+        prefix.truncate(len);
+    }
+    Ok(())
+}
+
+impl Overlay {
+    /// After `upper_file` was made the copy of lower object (`layer`, `ino`), links it at
+    /// every other name of that object still visible through the mount.
+    pub fn copy_up_other_links(&self, layer: usize, ino: u64, upper_file: BorrowedFd<'_>) {
+        let map = self
+            .hardlinks
+            .get_or_build(layer, self.stack.layers[layer].root_fd());
+        let Some(paths) = map.get(&ino) else { return };
+        for path in paths {
+            if let Err(e) = self.link_other_name(layer, ino, path, upper_file) {
+                log::debug!("hard link {path:?} not copied up: {e}");
+            }
+        }
+    }
+
+    fn link_other_name(
+        &self,
+        layer: usize,
+        ino: u64,
+        path: &OsStr,
+        upper_file: BorrowedFd<'_>,
+    ) -> SysResult<()> {
+        let components: Vec<&OsStr> = path
+            .as_bytes()
+            .split(|b| *b == b'/')
+            .map(OsStr::from_bytes)
+            .collect();
+        let (name, dirs) = components.split_last().ok_or(Errno::INVAL)?;
+        let mut dir = self.node(ROOT_ID)?;
+        for component in dirs {
+            let resolved = self.resolve_in(&dir, component)?.ok_or(Errno::NOENT)?;
+            if !resolved.is_dir() {
+                return Err(Errno::NOTDIR);
+            }
+            dir = self.child_node(&dir, component, resolved);
+        }
+        // Only a name through which the merged view still shows this very lower object.
+        let target = self.resolve_in(&dir, name)?.ok_or(Errno::NOENT)?;
+        let top = &target.objects[0];
+        if top.layer != layer || target.stat.st_ino != ino {
+            return Ok(());
+        }
+        self.copy_up(&dir)?;
+        let upper_dir = dir.read().top().fd.try_clone().map_err(|_| Errno::MFILE)?;
+        let work = self.work_fd()?;
+        let tmp = temp_name();
+        sys::link_fd_at(upper_file, work, &tmp)?;
+        if let Err(e) = sys::rename_at(work, &tmp, upper_dir.as_fd(), name, RenameFlags::NOREPLACE)
+        {
+            let _ = sys::unlink_at(work, &tmp);
+            return Err(e);
+        }
+        Ok(())
+    }
+}
