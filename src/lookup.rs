@@ -6,6 +6,7 @@
 
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 
 use crate::layer::LayerStack;
 use crate::sys::{self, Errno, Stat, SysResult};
@@ -62,6 +63,42 @@ fn probe(dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<Probe> {
     }
 }
 
+/// A merge in progress: the objects found so far, topmost first.
+struct Merge {
+    stat: Stat,
+    objects: Vec<LayerObject>,
+    /// Layer and real inode of the topmost lower object (the origin of the inode number).
+    origin: Option<(usize, u64)>,
+}
+
+impl Merge {
+    /// Adds a lower layer's directory `dir/name` (if any). Returns whether merging goes on.
+    fn step(
+        &mut self,
+        stack: &LayerStack,
+        layer: usize,
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
+    ) -> SysResult<bool> {
+        let st = match probe(dir, name)? {
+            Probe::Absent => return Ok(true),
+            Probe::Whiteout => return Ok(false),
+            Probe::Present(st) => st,
+        };
+        if !is_dir(&st) {
+            // A lower non-directory under a directory ends the merge, unseen.
+            return Ok(false);
+        }
+        let fd = sys::open_path_at(dir, name)?;
+        let opaque = whiteout::is_opaque_dir(fd.as_fd())?;
+        if self.origin.is_none() && !stack.is_upper(layer) {
+            self.origin = Some((layer, st.st_ino));
+        }
+        self.objects.push(LayerObject { layer, fd });
+        Ok(!opaque)
+    }
+}
+
 /// Resolves `name` in the merged directory made of `parent_dirs` (topmost first).
 /// `Ok(None)` means the name does not exist in the merged view.
 pub fn lookup(
@@ -73,54 +110,100 @@ pub fn lookup(
         // AUFS bookkeeping never shows, whatever layer holds it.
         return Ok(None);
     }
-    let mut found: Option<(Stat, Vec<LayerObject>)> = None;
-    // Inode of the topmost lower object of a merged directory (its origin).
-    let mut origin: Option<(usize, u64)> = None;
+    let mut merge = None;
     for (position, &(layer, dir)) in parent_dirs.iter().enumerate() {
         let st = match probe(dir, name)? {
             Probe::Absent => continue,
             Probe::Whiteout => break,
             Probe::Present(st) => st,
         };
-        match &mut found {
-            None => {
-                let fd = sys::open_path_at(dir, name)?;
-                let more_below = position + 1 < parent_dirs.len();
-                let dir_continues =
-                    is_dir(&st) && more_below && !whiteout::is_opaque_dir(fd.as_fd())?;
-                if !stack.is_upper(layer) {
-                    origin = Some((layer, st.st_ino));
+        let fd = sys::open_path_at(dir, name)?;
+        let below = &parent_dirs[position + 1..];
+        let markers = if is_dir(&st) && !below.is_empty() {
+            Some(whiteout::dir_markers(fd.as_fd())?)
+        } else {
+            None
+        };
+        let origin = (!stack.is_upper(layer)).then_some((layer, st.st_ino));
+        let mut m = Merge {
+            stat: st,
+            objects: vec![LayerObject { layer, fd }],
+            origin,
+        };
+        match markers {
+            Some(markers) if !markers.opaque => match markers.redirect {
+                Some(target) => merge_redirected(stack, &mut m, layer, below, &target)?,
+                None => {
+                    for &(layer, dir) in below {
+                        if !m.step(stack, layer, dir, name)? {
+                            break;
+                        }
+                    }
                 }
-                found = Some((st, vec![LayerObject { layer, fd }]));
-                if !dir_continues {
-                    break;
-                }
+            },
+            _ => {}
+        }
+        merge = Some(m);
+        break;
+    }
+    Ok(merge.map(|m| {
+        let ino = match m.origin {
+            Some((layer, real_ino)) => stack.stable_ino(layer, real_ino),
+            None => recorded_ino(stack, m.objects[0].fd.as_fd())
+                .unwrap_or_else(|| stack.stable_ino(m.objects[0].layer, m.stat.st_ino)),
+        };
+        Resolved {
+            ino,
+            stat: m.stat,
+            objects: m.objects,
+        }
+    }))
+}
+
+/// Merges the lower part of a directory the kernel renamed with `redirect_dir=on`: a
+/// relative redirect is a name in the same parent; an absolute one a path from each lower
+/// layer's root (resolved component by component, never following symlinks).
+fn merge_redirected(
+    stack: &LayerStack,
+    merge: &mut Merge,
+    from_layer: usize,
+    below: &[(usize, BorrowedFd<'_>)],
+    target: &[u8],
+) -> SysResult<()> {
+    let Some(path) = target.strip_prefix(b"/") else {
+        let name = OsStr::from_bytes(target);
+        for &(layer, dir) in below {
+            if !merge.step(stack, layer, dir, name)? {
+                break;
             }
-            Some((_, objects)) => {
-                if !is_dir(&st) {
-                    // A lower non-directory under a directory ends the merge, unseen.
-                    break;
-                }
-                let fd = sys::open_path_at(dir, name)?;
-                let opaque = whiteout::is_opaque_dir(fd.as_fd())?;
-                if origin.is_none() {
-                    origin = Some((layer, st.st_ino));
-                }
-                objects.push(LayerObject { layer, fd });
-                if opaque {
+        }
+        return Ok(());
+    };
+    let components: Vec<&OsStr> = path
+        .split(|b| *b == b'/')
+        .filter(|c| !c.is_empty())
+        .map(OsStr::from_bytes)
+        .collect();
+    let Some((last, dirs)) = components.split_last() else {
+        return Ok(());
+    };
+    for layer in stack.layers.iter().filter(|l| l.index > from_layer) {
+        let mut dir = layer.root.try_clone().map_err(|_| Errno::MFILE)?;
+        let mut reachable = true;
+        for component in dirs {
+            match sys::open_path_at(dir.as_fd(), component) {
+                Ok(next) if sys::stat_fd(next.as_fd()).is_ok_and(|st| is_dir(&st)) => dir = next,
+                _ => {
+                    reachable = false;
                     break;
                 }
             }
         }
+        if reachable && !merge.step(stack, layer.index, dir.as_fd(), last)? {
+            break;
+        }
     }
-    Ok(found.map(|(stat, objects)| {
-        let ino = match origin {
-            Some((layer, real_ino)) => stack.stable_ino(layer, real_ino),
-            None => recorded_ino(stack, objects[0].fd.as_fd())
-                .unwrap_or_else(|| stack.stable_ino(objects[0].layer, stat.st_ino)),
-        };
-        Resolved { ino, stat, objects }
-    }))
+    Ok(())
 }
 
 /// The inode number an upper object had before its copy-up, if ovlfs recorded one.

@@ -115,22 +115,47 @@ pub fn is_whiteout_at(dir: BorrowedFd<'_>, name: &OsStr, st: &Stat) -> bool {
     }
 }
 
-/// Whether a layer directory (any fd to it) is opaque: hides the same directory in the
-/// layers below. `opaque=x` only means "may hold xattr whiteouts" and is not opaque.
-pub fn is_opaque_dir(dir: BorrowedFd<'_>) -> SysResult<bool> {
+/// What a layer directory's markers say about merging below it.
+#[derive(Debug, Default)]
+pub struct DirMarkers {
+    /// Hides the same directory in the layers below.
+    pub opaque: bool,
+    /// `overlay.redirect`: where this directory's lower part lives (a kernel directory
+    /// rename with redirect_dir=on): an absolute path from the layer roots, or a name in
+    /// the same parent.
+    pub redirect: Option<Vec<u8>>,
+}
+
+const REDIRECT_XATTRS: [&str; 2] = ["trusted.overlay.redirect", "user.overlay.redirect"];
+
+/// Reads a layer directory's opaque and redirect markers with as few syscalls as it can.
+/// `opaque=x` only means "may hold xattr whiteouts" and is not opaque.
+pub fn dir_markers(dir: BorrowedFd<'_>) -> SysResult<DirMarkers> {
     let names = sys::list_xattr(dir)?;
+    let has = |wanted: &str| names.iter().any(|n| n.as_bytes() == wanted.as_bytes());
+    let mut markers = DirMarkers::default();
     for wanted in OPAQUE_XATTRS {
-        if names.iter().any(|n| n.as_bytes() == wanted.as_bytes())
-            && matches!(sys::get_xattr(dir, wanted)?, Some(v) if v == b"y")
-        {
-            return Ok(true);
+        if has(wanted) && matches!(sys::get_xattr(dir, wanted)?, Some(v) if v == b"y") {
+            markers.opaque = true;
         }
     }
-    match sys::stat_at(dir, OsStr::from_bytes(AUFS_OPAQUE)) {
-        Ok(_) => Ok(true),
-        Err(sys::Errno::NOENT) => Ok(false),
-        Err(e) => Err(e),
+    for wanted in REDIRECT_XATTRS {
+        if has(wanted) {
+            markers.redirect = sys::get_xattr(dir, wanted)?;
+        }
     }
+    if !markers.opaque {
+        markers.opaque = match sys::stat_at(dir, OsStr::from_bytes(AUFS_OPAQUE)) {
+            Ok(_) => true,
+            Err(sys::Errno::NOENT) => false,
+            Err(e) => return Err(e),
+        };
+    }
+    Ok(markers)
+}
+
+pub fn is_opaque_dir(dir: BorrowedFd<'_>) -> SysResult<bool> {
+    Ok(dir_markers(dir)?.opaque)
 }
 
 /// Whether an AUFS whiteout for `name` exists in `dir`.
