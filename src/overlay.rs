@@ -135,7 +135,7 @@ impl Overlay {
     /// (counting subdirectories across layers is not worth it; `find` is happy with 1).
     pub fn attr_from_stat(&self, node: &Node, st: &Stat, merged: bool) -> FileAttr {
         let file_type = st.st_mode & libc::S_IFMT;
-        let nlink = if (file_type == libc::S_IFDIR && merged) || self.static_nlink {
+        let nlink = if file_type == libc::S_IFDIR && (merged || self.static_nlink) {
             1
         } else {
             st.st_nlink as u32
