@@ -129,7 +129,7 @@ impl Overlay {
         let built: SysResult<Option<OwnedFd>> = (|| match object {
             NewObject::File { mode, flags } => {
                 let oflags = OFlags::from_bits_retain(flags as u32)
-                    & !(OFlags::TRUNC | OFlags::EXCL | OFlags::CREATE);
+                    & !(OFlags::TRUNC | OFlags::EXCL | OFlags::CREATE | OFlags::APPEND);
                 let fd = sys::open_at(
                     work,
                     &tmp,

@@ -116,7 +116,10 @@ impl Overlay {
         }
         let (layer, fd) = {
             let state = node.read();
-            let oflags = OFlags::from_bits_retain(flags as u32) & !OFlags::CREATE;
+            // The kernel computes append offsets itself; O_APPEND on our fd would override
+            // the offsets it sends.
+            let oflags =
+                OFlags::from_bits_retain(flags as u32) & !(OFlags::CREATE | OFlags::APPEND);
             (state.top().layer, sys::reopen(state.top_fd(), oflags)?)
         };
         Ok(self

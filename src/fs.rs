@@ -82,8 +82,7 @@ impl Filesystem for OverlayFs {
         let wanted = F::FUSE_DO_READDIRPLUS
             | F::FUSE_READDIRPLUS_AUTO
             | F::FUSE_PARALLEL_DIROPS
-            | F::FUSE_CACHE_SYMLINKS
-            | F::FUSE_EXPORT_SUPPORT;
+            | F::FUSE_CACHE_SYMLINKS;
         let _ = config.add_capabilities(wanted & config.capabilities());
         Ok(())
     }

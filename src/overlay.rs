@@ -103,6 +103,11 @@ impl Overlay {
         if !parent_node.is_dir() {
             return Err(Errno::NOTDIR);
         }
+        if name == "." || name == ".." || name.as_encoded_bytes().contains(&b'/') {
+            // The kernel resolves these itself (no export support is negotiated); probing
+            // ".." in a layer root would step outside the layer.
+            return Err(Errno::INVAL);
+        }
         let resolved = {
             let state = parent_node.read();
             lookup::lookup(&self.stack, &state.layer_fds(), name)?
