@@ -34,6 +34,7 @@ pub struct Overlay {
     pub whiteout_mode: WhiteoutMode,
     pub fsync: bool,
     pub static_nlink: bool,
+    pub noacl: bool,
     pub ids: IdMap,
     /// `WORKDIR/work`: where copy-up builds objects before renaming them into the upper.
     pub work: Option<OwnedFd>,
@@ -83,6 +84,7 @@ impl Overlay {
             whiteout_mode: config.whiteout,
             fsync: config.fsync && !config.volatile,
             static_nlink: config.static_nlink,
+            noacl: config.noacl,
             ids: IdMap::from_config(config),
             work,
             hardlinks: Default::default(),

@@ -26,8 +26,15 @@ fn sized(data: Vec<u8>, size: u32) -> SysResult<XattrReply> {
 }
 
 impl Overlay {
+    /// Names users may not see or touch through the mount: overlay-private ones, and POSIX
+    /// ACLs with `noacl`.
+    fn hidden(&self, name: &OsStr) -> bool {
+        whiteout::is_private_xattr(name)
+            || (self.noacl && name.as_bytes().starts_with(b"system.posix_acl_"))
+    }
+
     pub fn getxattr(&self, id: u64, name: &OsStr, size: u32) -> SysResult<XattrReply> {
-        if whiteout::is_private_xattr(name) {
+        if self.hidden(name) {
             return Err(Errno::OPNOTSUPP);
         }
         let node = self.node(id)?;
@@ -43,7 +50,7 @@ impl Overlay {
         let node = self.node(id)?;
         let names = sys::list_xattr(node.read().top_fd())?;
         let mut out = Vec::new();
-        for name in names.iter().filter(|n| !whiteout::is_private_xattr(n)) {
+        for name in names.iter().filter(|n| !self.hidden(n)) {
             out.extend_from_slice(name.as_bytes());
             out.push(0);
         }
@@ -53,7 +60,7 @@ impl Overlay {
 
 impl Overlay {
     pub fn setxattr(&self, id: u64, name: &OsStr, value: &[u8], flags: i32) -> SysResult<()> {
-        if whiteout::is_private_xattr(name) {
+        if self.hidden(name) {
             return Err(Errno::OPNOTSUPP);
         }
         if self.read_only() {
@@ -65,7 +72,7 @@ impl Overlay {
     }
 
     pub fn removexattr(&self, id: u64, name: &OsStr) -> SysResult<()> {
-        if whiteout::is_private_xattr(name) {
+        if self.hidden(name) {
             return Err(Errno::OPNOTSUPP);
         }
         if self.read_only() {
