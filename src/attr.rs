@@ -60,10 +60,10 @@ impl Overlay {
             };
             sys::chown_fd(fd, uid, gid)?;
         }
-        if let Some(mode) = changes.mode {
-            if node.file_type != libc::S_IFLNK {
-                sys::chmod_fd(fd, mode)?;
-            }
+        if let Some(mode) = changes.mode
+            && node.file_type != libc::S_IFLNK
+        {
+            sys::chmod_fd(fd, mode)?;
         }
         if let Some(size) = changes.size {
             if node.is_dir() {

@@ -477,10 +477,9 @@ impl Overlay {
         src_node: &Node,
     ) -> SysResult<()> {
         match sys::stat_at(new_upper, newname) {
-            Ok(st) if whiteout::is_whiteout_at(new_upper, newname, &st) => {
-                if src_is_dir {
-                    sys::unlink_at(new_upper, newname)?;
-                }
+            // A directory cannot be renamed over a (non-directory) whiteout: drop it first.
+            Ok(st) if src_is_dir && whiteout::is_whiteout_at(new_upper, newname, &st) => {
+                sys::unlink_at(new_upper, newname)?;
             }
             Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => {
                 let fd = sys::open_at(new_upper, newname, OFlags::RDONLY | OFlags::DIRECTORY, 0)?;

@@ -55,12 +55,12 @@ fn walk(dir: BorrowedFd<'_>, prefix: &mut Vec<u8>, map: &mut LinkMap) -> SysResu
             if let Ok(sub) = sys::open_at(dir, &entry.name, OFlags::RDONLY | OFlags::DIRECTORY, 0) {
                 walk(sub.as_fd(), prefix, map)?;
             }
-        } else if let Ok(st) = sys::stat_at(dir, &entry.name) {
-            if st.st_nlink > 1 {
-                map.entry(st.st_ino)
-                    .or_default()
-                    .push(OsStr::from_bytes(prefix).to_owned());
-            }
+        } else if let Ok(st) = sys::stat_at(dir, &entry.name)
+            && st.st_nlink > 1
+        {
+            map.entry(st.st_ino)
+                .or_default()
+                .push(OsStr::from_bytes(prefix).to_owned());
         }
         prefix.truncate(len);
     }

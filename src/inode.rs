@@ -132,11 +132,11 @@ impl InodeTable {
     /// A live node keeps its own state: it is kept current by the operations that change it.
     pub fn lookup_or_insert(&self, ino: u64, file_type: u32, state: NodeState) -> Arc<Node> {
         let mut shard = write_shard(&self.shards[shard_of(ino)]);
-        if let Some(node) = shard.get(&ino) {
-            if node.file_type == file_type {
-                node.lookups.fetch_add(1, Ordering::AcqRel);
-                return node.clone();
-            }
+        if let Some(node) = shard.get(&ino)
+            && node.file_type == file_type
+        {
+            node.lookups.fetch_add(1, Ordering::AcqRel);
+            return node.clone();
         }
         let node = Arc::new(Node {
             id: ino,

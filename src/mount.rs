@@ -58,10 +58,10 @@ pub fn session_config(config: &Config) -> fuser::Config {
             // default_permissions is always on; the rest are VFS flags fuse ignores.
             _ => None,
         };
-        if let Some(m) = mapped {
-            if !opts.contains(&m) {
-                opts.push(m);
-            }
+        if let Some(m) = mapped
+            && !opts.contains(&m)
+        {
+            opts.push(m);
         }
     }
     // As root, behave like a kernel overlay mount: setuid binaries and devices work.

@@ -133,7 +133,7 @@ layers:
                        inside a path, \\, a comma; each may be a symlink to the layer
   lowerdir+=L          append one lower layer (taken literally)
   upperdir=U           writable upper layer (without it the mount is read-only)
-  workdir=W            work directory: empty dir on U's filesystem, outside U
+  workdir=W            work directory on the same filesystem as U, outside U
 
 ovlfs options:
   whiteout=chardev|xattr|auto
@@ -169,7 +169,9 @@ FUSE / mount options, passed to the kernel mount:
   lazytime, sync, async, dirsync, nonempty, fsname=NAME, subtype=NAME, max_read=N,
   blksize=N
 
-Other options are ignored with a warning. Unmount with `fusermount3 -u MERGED`.
+fstab-only options (defaults, noauto, nofail, _netdev, user, users, x-*, ...) are
+dropped; other unknown options are ignored with a warning.
+Unmount with `fusermount3 -u MERGED`.
 ";
 
 /// A command line error: one line naming the problem, starting with `ovlfs: `.
@@ -221,6 +223,11 @@ const FUSE_FLAGS: &[&str] = &[
     "async",
     "dirsync",
     "nonempty",
+];
+
+/// fstab-only options that mount(8) or mount.fuse3 may leave in the list: dropped silently.
+const FSTAB_ONLY: &[&str] = &[
+    "defaults", "auto", "noauto", "nofail", "_netdev", "user", "nouser", "users", "owner", "group",
 ];
 
 /// Generic FUSE mount options with a value, passed through as they are.
@@ -652,6 +659,8 @@ fn parse_option(raw: &mut Raw, field: &[u8]) -> Result<()> {
             }
             raw.fuse_options.push(whole);
         }
+        _ if value.is_none() && FSTAB_ONLY.contains(&name) => {}
+        _ if name.starts_with("x-") || name == "comment" => {}
         _ => raw.ignored_options.push(whole),
     }
     Ok(())
@@ -1505,6 +1514,9 @@ mod tests {
             ]
         );
         assert!(c.fuse_options.is_empty());
+        let c =
+            cfg_extra("defaults,noauto,nofail,_netdev,user,users,x-systemd.automount,comment=x");
+        assert!(c.ignored_options.is_empty() && c.fuse_options.is_empty());
         for ok in ["on", "off", "auto"] {
             assert_eq!(cfg_extra(&format!("xino={ok}")).ignored_options.len(), 1);
         }

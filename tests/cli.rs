@@ -1,0 +1,736 @@
+//! The command line contract of DESIGN §2 for bad input, through the real binary: each malformed
+//! command line or layer setup exits non-zero with exactly one line on stderr that names the
+//! problem, and leaves the file system untouched. Nothing here ever mounts: every child runs under
+//! a timeout (killed by PID), and a guard unmounts anything that shows up below the test's
+//! temp dirs anyway.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+const BIN: &str = env!("CARGO_BIN_EXE_ovlfs");
+const TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The temp trees of one case: `root` on the temp dir's filesystem, `other` on /dev/shm (tmpfs)
+/// when that is a different filesystem.
+struct Ctx {
+    root: TempDir,
+    other: Option<TempDir>,
+}
+
+impl Ctx {
+    fn new() -> Ctx {
+        let root = tempfile::tempdir().expect("tempdir");
+        let other = tempfile::tempdir_in("/dev/shm")
+            .ok()
+            .filter(|o| dev(o.path()) != dev(root.path()));
+        Ctx { root, other }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.root.path().join(name).to_str().unwrap().to_owned()
+    }
+
+    fn dir(&self, name: &str) -> String {
+        let p = self.path(name);
+        fs::create_dir_all(&p).unwrap();
+        p
+    }
+
+    fn file(&self, name: &str) -> String {
+        let p = self.path(name);
+        fs::write(&p, b"not a directory").unwrap();
+        p
+    }
+
+    /// Lower `l`, upper `u`, work `w`, mountpoint `m`, all created.
+    fn std(&self) -> (String, String, String, String) {
+        (self.dir("l"), self.dir("u"), self.dir("w"), self.dir("m"))
+    }
+
+    fn roots(&self) -> Vec<&Path> {
+        let mut r = vec![self.root.path()];
+        r.extend(self.other.as_ref().map(TempDir::path));
+        r
+    }
+}
+
+fn dev(p: &Path) -> u64 {
+    fs::metadata(p).unwrap().dev()
+}
+
+/// What a case runs and what its one stderr line must mention.
+enum Setup {
+    Run {
+        args: Vec<String>,
+        needles: Vec<String>,
+    },
+    Skip(&'static str),
+}
+
+fn run(args: &[&str], needles: &[&str]) -> Setup {
+    Setup::Run {
+        args: args.iter().map(|s| s.to_string()).collect(),
+        needles: needles.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+/// `-o lowerdir=L,upperdir=U,workdir=W` with the given values.
+fn luw(l: &str, u: &str, w: &str) -> String {
+    format!("lowerdir={l},upperdir={u},workdir={w}")
+}
+
+/// The standard layers plus `extra` options; the error must mention every needle.
+fn with_opt(c: &Ctx, extra: &str, needles: &[&str]) -> Setup {
+    let (l, u, w, m) = c.std();
+    run(
+        &["-o", &format!("{},{extra}", luw(&l, &u, &w)), &m],
+        needles,
+    )
+}
+
+struct Case {
+    name: &'static str,
+    setup: fn(&Ctx) -> Setup,
+}
+
+fn cases() -> Vec<Case> {
+    vec![
+        // ---- command line shape ----
+        Case {
+            name: "no arguments at all",
+            setup: |_| run(&[], &["mountpoint"]),
+        },
+        Case {
+            name: "options but no mountpoint",
+            setup: |c| {
+                run(
+                    &["-o", &format!("lowerdir={}", c.dir("l"))],
+                    &["mountpoint"],
+                )
+            },
+        },
+        Case {
+            name: "unknown short flag",
+            setup: |c| {
+                let (l, _, _, m) = c.std();
+                run(&["-x", "-o", &format!("lowerdir={l}"), &m], &["-x"])
+            },
+        },
+        Case {
+            name: "unknown long flag",
+            setup: |c| {
+                let (l, _, _, m) = c.std();
+                run(
+                    &["-o", &format!("lowerdir={l}"), "--frobnicate", &m],
+                    &["--frobnicate"],
+                )
+            },
+        },
+        Case {
+            name: "-o without its argument",
+            setup: |c| run(&[&c.dir("m"), "-o"], &["-o"]),
+        },
+        Case {
+            name: "three positionals",
+            setup: |c| {
+                let (l, u, w, m) = c.std();
+                run(
+                    &["src", &m, "extra-arg", "-o", &luw(&l, &u, &w)],
+                    &["extra-arg"],
+                )
+            },
+        },
+        // ---- lowerdir ----
+        Case {
+            name: "no lowerdir option",
+            setup: |c| {
+                let (_, u, w, m) = c.std();
+                run(
+                    &["-o", &format!("upperdir={u},workdir={w}"), &m],
+                    &["lowerdir"],
+                )
+            },
+        },
+        Case {
+            name: "empty lowerdir",
+            setup: |c| run(&["-o", "lowerdir=", &c.dir("m")], &["lowerdir"]),
+        },
+        Case {
+            name: "lowerdir with an empty element",
+            setup: |c| {
+                let (l, m) = (c.dir("l"), c.dir("m"));
+                let l2 = c.dir("l2");
+                run(
+                    &["-o", &format!("lowerdir={l}::{l2}"), &m],
+                    &["lowerdir", "::"],
+                )
+            },
+        },
+        Case {
+            name: "lowerdir with a leading colon",
+            setup: |c| {
+                let (l, m) = (c.dir("l"), c.dir("m"));
+                run(
+                    &["-o", &format!("lowerdir=:{l}"), &m],
+                    &["lowerdir", "empty"],
+                )
+            },
+        },
+        Case {
+            name: "lowerdir with a trailing colon",
+            setup: |c| {
+                let (l, m) = (c.dir("l"), c.dir("m"));
+                run(
+                    &["-o", &format!("lowerdir={l}:"), &m],
+                    &["lowerdir", "empty"],
+                )
+            },
+        },
+        Case {
+            name: "missing lower",
+            setup: |c| {
+                let (_, u, w, m) = c.std();
+                let gone = c.path("no-such-lower");
+                run(&["-o", &luw(&gone, &u, &w), &m], &[&gone, "No such file"])
+            },
+        },
+        Case {
+            name: "missing second lower",
+            setup: |c| {
+                let (l, u, w, m) = c.std();
+                let gone = c.path("no-such-lower");
+                let lowers = format!("{l}:{gone}");
+                run(&["-o", &luw(&lowers, &u, &w), &m], &[&gone])
+            },
+        },
+        Case {
+            name: "lower is a file",
+            setup: |c| {
+                let (_, u, w, m) = c.std();
+                let f = c.file("lower-file");
+                run(&["-o", &luw(&f, &u, &w), &m], &[&f, "Not a directory"])
+            },
+        },
+        Case {
+            name: "lower is a dangling symlink",
+            setup: |c| {
+                let (_, u, w, m) = c.std();
+                let link = c.path("dangling");
+                std::os::unix::fs::symlink(c.path("nowhere"), &link).unwrap();
+                run(&["-o", &luw(&link, &u, &w), &m], &[&link])
+            },
+        },
+        Case {
+            name: "501 lowers",
+            setup: |c| {
+                let m = c.dir("m");
+                let lowers: Vec<String> = (0..501).map(|i| c.dir(&format!("l/{i}"))).collect();
+                run(
+                    &["-o", &format!("lowerdir={}", lowers.join(":")), &m],
+                    &["501"],
+                )
+            },
+        },
+        Case {
+            name: "data-only lower layers",
+            setup: |c| with_opt(c, &format!("datadir+={}", c.dir("data")), &["datadir+"]),
+        },
+        // ---- upperdir / workdir ----
+        Case {
+            name: "upperdir without workdir",
+            setup: |c| {
+                let (l, u, _, m) = c.std();
+                run(
+                    &["-o", &format!("lowerdir={l},upperdir={u}"), &m],
+                    &["workdir"],
+                )
+            },
+        },
+        Case {
+            name: "workdir without upperdir",
+            setup: |c| {
+                let (l, _, w, m) = c.std();
+                run(
+                    &["-o", &format!("lowerdir={l},workdir={w}"), &m],
+                    &["upperdir"],
+                )
+            },
+        },
+        Case {
+            name: "missing upper",
+            setup: |c| {
+                let (l, _, w, m) = c.std();
+                let gone = c.path("no-such-upper");
+                run(&["-o", &luw(&l, &gone, &w), &m], &["upperdir", &gone])
+            },
+        },
+        Case {
+            name: "relative missing upper",
+            setup: |c| {
+                let (l, _, w, m) = c.std();
+                run(
+                    &["-o", &luw(&l, "rel-upper", &w), &m],
+                    &["upperdir", "rel-upper"],
+                )
+            },
+        },
+        Case {
+            name: "upper is a file",
+            setup: |c| {
+                let (l, _, w, m) = c.std();
+                let f = c.file("upper-file");
+                run(&["-o", &luw(&l, &f, &w), &m], &["upperdir", &f])
+            },
+        },
+        Case {
+            name: "missing workdir",
+            setup: |c| {
+                let (l, u, _, m) = c.std();
+                let gone = c.path("no-such-work");
+                run(&["-o", &luw(&l, &u, &gone), &m], &["workdir", &gone])
+            },
+        },
+        Case {
+            name: "workdir is a file",
+            setup: |c| {
+                let (l, u, _, m) = c.std();
+                let f = c.file("work-file");
+                run(&["-o", &luw(&l, &u, &f), &m], &["workdir", &f])
+            },
+        },
+        Case {
+            name: "upperdir equals workdir",
+            setup: |c| {
+                let (l, u, _, m) = c.std();
+                run(&["-o", &luw(&l, &u, &u), &m], &["upperdir", "workdir", &u])
+            },
+        },
+        Case {
+            name: "workdir inside upperdir",
+            setup: |c| {
+                let (l, u, _, m) = c.std();
+                let w = c.dir("u/work");
+                run(&["-o", &luw(&l, &u, &w), &m], &["workdir", "upperdir", &w])
+            },
+        },
+        Case {
+            name: "upperdir inside workdir",
+            setup: |c| {
+                let (l, _, w, m) = c.std();
+                let u = c.dir("w/upper");
+                run(&["-o", &luw(&l, &u, &w), &m], &["upperdir", "workdir", &u])
+            },
+        },
+        Case {
+            name: "workdir on another filesystem",
+            setup: |c| {
+                let Some(other) = &c.other else {
+                    return Setup::Skip("/dev/shm is missing or on the same filesystem");
+                };
+                let (l, u, _, m) = c.std();
+                let w = other.path().join("work");
+                fs::create_dir(&w).unwrap();
+                let w = w.to_str().unwrap();
+                run(&["-o", &luw(&l, &u, w), &m], &["workdir", "filesystem", w])
+            },
+        },
+        Case {
+            name: "upperdir is a lower",
+            setup: |c| {
+                let (l, _, w, m) = c.std();
+                run(&["-o", &luw(&l, &l, &w), &m], &["upperdir", "lowerdir", &l])
+            },
+        },
+        Case {
+            name: "upperdir inside a lower",
+            setup: |c| {
+                let (l, _, w, m) = c.std();
+                let u = c.dir("l/upper");
+                run(&["-o", &luw(&l, &u, &w), &m], &["upperdir", "lowerdir", &u])
+            },
+        },
+        Case {
+            name: "lower inside the upperdir",
+            setup: |c| {
+                let (l, u, w, m) = c.std();
+                let inner = c.dir("u/lower");
+                let lowers = format!("{l}:{inner}");
+                run(
+                    &["-o", &luw(&lowers, &u, &w), &m],
+                    &["lowerdir", "upperdir", &inner],
+                )
+            },
+        },
+        Case {
+            name: "upperdir reached through a symlinked lower",
+            setup: |c| {
+                let (l, _, w, m) = c.std();
+                let link = c.path("lowerlink");
+                std::os::unix::fs::symlink(&l, &link).unwrap();
+                let u = c.dir("l/up");
+                run(&["-o", &luw(&link, &u, &w), &m], &["upperdir", "lowerdir"])
+            },
+        },
+        Case {
+            name: "workdir inside a lower",
+            setup: |c| {
+                let (l, u, _, m) = c.std();
+                let w = c.dir("l/work");
+                run(&["-o", &luw(&l, &u, &w), &m], &["workdir", "lowerdir", &w])
+            },
+        },
+        // ---- mountpoint ----
+        Case {
+            name: "missing mountpoint",
+            setup: |c| {
+                let (l, u, w, _) = c.std();
+                let gone = c.path("no-such-mnt");
+                run(&["-o", &luw(&l, &u, &w), &gone], &["mountpoint", &gone])
+            },
+        },
+        Case {
+            name: "mountpoint is a file",
+            setup: |c| {
+                let (l, u, w, _) = c.std();
+                let f = c.file("mnt-file");
+                run(&["-o", &luw(&l, &u, &w), &f], &["mountpoint", &f])
+            },
+        },
+        Case {
+            name: "mountpoint inside the upperdir",
+            setup: |c| {
+                let (l, u, w, _) = c.std();
+                let m = c.dir("u/mnt");
+                run(&["-o", &luw(&l, &u, &w), &m], &["mountpoint", "upperdir"])
+            },
+        },
+        Case {
+            name: "mount helper form with a missing mountpoint",
+            setup: |c| {
+                let (l, u, w, _) = c.std();
+                let gone = c.path("no-such-mnt");
+                run(
+                    &["overlay", &gone, "-o", &luw(&l, &u, &w)],
+                    &["mountpoint", &gone],
+                )
+            },
+        },
+        // ---- id mappings ----
+        Case {
+            name: "uidmapping not in triples",
+            setup: |c| with_opt(c, "uidmapping=0:1000", &["uidmapping", "0:1000"]),
+        },
+        Case {
+            name: "gidmapping with a non-number",
+            setup: |c| with_opt(c, "gidmapping=0:abc:1", &["gidmapping", "abc"]),
+        },
+        Case {
+            name: "uidmapping with a negative id",
+            setup: |c| with_opt(c, "uidmapping=:0:-1:1", &["uidmapping", "-1"]),
+        },
+        Case {
+            name: "uidmapping with size 0",
+            setup: |c| with_opt(c, "uidmapping=0:1000:0", &["uidmapping", "size 0"]),
+        },
+        Case {
+            name: "gidmapping overflowing u32",
+            setup: |c| {
+                with_opt(
+                    c,
+                    "gidmapping=0:4294967000:1000",
+                    &["gidmapping", "4294967000"],
+                )
+            },
+        },
+        Case {
+            name: "uidmapping with an empty element",
+            setup: |c| with_opt(c, "uidmapping=0:1000:1::1:2:3", &["uidmapping"]),
+        },
+        // ---- other option values ----
+        Case {
+            name: "unknown whiteout mode",
+            setup: |c| with_opt(c, "whiteout=aufs", &["whiteout", "aufs"]),
+        },
+        Case {
+            name: "whiteout without a value",
+            setup: |c| with_opt(c, "whiteout", &["whiteout"]),
+        },
+        Case {
+            name: "unknown passthrough mode",
+            setup: |c| with_opt(c, "passthrough=sometimes", &["passthrough", "sometimes"]),
+        },
+        Case {
+            name: "threads=0",
+            setup: |c| with_opt(c, "threads=0", &["threads", "0"]),
+        },
+        Case {
+            name: "threads not a number",
+            setup: |c| with_opt(c, "threads=many", &["threads", "many"]),
+        },
+        Case {
+            name: "threaded=2",
+            setup: |c| with_opt(c, "threaded=2", &["threaded", "2"]),
+        },
+        Case {
+            name: "fsync=yes",
+            setup: |c| with_opt(c, "fsync=yes", &["fsync", "yes"]),
+        },
+        Case {
+            name: "writeback=on",
+            setup: |c| with_opt(c, "writeback=on", &["writeback", "on"]),
+        },
+        Case {
+            name: "negative timeout",
+            setup: |c| with_opt(c, "timeout=-1", &["timeout", "-1"]),
+        },
+        Case {
+            name: "squash_to_uid not a u32",
+            setup: |c| {
+                with_opt(
+                    c,
+                    "squash_to_uid=4294967296",
+                    &["squash_to_uid", "4294967296"],
+                )
+            },
+        },
+        Case {
+            name: "unknown xino value",
+            setup: |c| with_opt(c, "xino=sometimes", &["xino", "sometimes"]),
+        },
+        Case {
+            name: "value on a flag option",
+            setup: |c| with_opt(c, "squash_to_root=1", &["squash_to_root"]),
+        },
+        Case {
+            name: "bad option in a second -o",
+            setup: |c| {
+                let (l, u, w, m) = c.std();
+                run(
+                    &["-o", &luw(&l, &u, &w), "-othreads=-3", &m],
+                    &["threads", "-3"],
+                )
+            },
+        },
+    ]
+}
+
+/// Every path below `roots` with its type, size, mode, mtime and ctime.
+fn snapshot(roots: &[&Path]) -> BTreeMap<PathBuf, (u32, u64, i64, i64, i64, i64)> {
+    fn walk(dir: &Path, out: &mut BTreeMap<PathBuf, (u32, u64, i64, i64, i64, i64)>) {
+        let m = fs::symlink_metadata(dir).unwrap();
+        out.insert(
+            dir.to_owned(),
+            (
+                m.mode(),
+                m.size(),
+                m.mtime(),
+                m.mtime_nsec(),
+                m.ctime(),
+                m.ctime_nsec(),
+            ),
+        );
+        if m.is_dir() {
+            for entry in fs::read_dir(dir).unwrap() {
+                walk(&entry.unwrap().path(), out);
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    for root in roots {
+        walk(root, &mut out);
+    }
+    out
+}
+
+/// Unmounts anything mounted at or below the given roots when dropped (there should be nothing;
+/// this only keeps a broken binary from leaving stale mounts behind).
+struct MountGuard(Vec<PathBuf>);
+
+impl MountGuard {
+    fn mounted(&self) -> Vec<String> {
+        let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        info.lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|mp| self.0.iter().any(|r| Path::new(mp).starts_with(r)))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl Drop for MountGuard {
+    fn drop(&mut self) {
+        for mp in self.mounted().iter().rev() {
+            let quiet = |cmd: &mut Command| {
+                cmd.stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success())
+            };
+            if !quiet(Command::new("fusermount3").args(["-u", mp])) {
+                quiet(Command::new("umount").args(["-l", mp]));
+            }
+        }
+    }
+}
+
+struct Output {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs the binary with `args` in `cwd`, output to files (a daemonized grandchild holding a
+/// pipe open cannot hang us), killed by PID after [`TIMEOUT`].
+fn run_binary(args: &[String], cwd: &Path) -> Result<Output, String> {
+    let out_dir = tempfile::tempdir().unwrap();
+    let (out_path, err_path) = (out_dir.path().join("out"), out_dir.path().join("err"));
+    let mut child = Command::new(BIN)
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(fs::File::create(&out_path).unwrap())
+        .stderr(fs::File::create(&err_path).unwrap())
+        .spawn()
+        .map_err(|e| format!("spawn {BIN}: {e}"))?;
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!(
+                "did not exit within {TIMEOUT:?}; killed pid {}",
+                child.id()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    Ok(Output {
+        status,
+        stdout: fs::read_to_string(&out_path).unwrap(),
+        stderr: fs::read_to_string(&err_path).unwrap(),
+    })
+}
+
+/// Runs one case; `Err` describes how it broke the contract.
+fn check(case: &Case) -> Result<bool, String> {
+    let ctx = Ctx::new();
+    let (args, needles) = match (case.setup)(&ctx) {
+        Setup::Run { args, needles } => (args, needles),
+        Setup::Skip(why) => {
+            eprintln!("skipped {:?}: {why}", case.name);
+            return Ok(false);
+        }
+    };
+    let guard = MountGuard(ctx.roots().iter().map(|p| p.to_path_buf()).collect());
+    let before = snapshot(&ctx.roots());
+    let out = run_binary(&args, ctx.root.path())?;
+    let mounted = guard.mounted();
+    drop(guard);
+    let after = snapshot(&ctx.roots());
+
+    let mut problems = Vec::new();
+    if !mounted.is_empty() {
+        problems.push(format!("mounted something: {mounted:?}"));
+    }
+    match out.status.code() {
+        Some(0) => problems.push("exit status 0".into()),
+        Some(_) => {}
+        None => problems.push(format!("killed by a signal: {:?}", out.status)),
+    }
+    let stderr = out.stderr.strip_suffix('\n').unwrap_or(&out.stderr);
+    if stderr.is_empty() || stderr.contains('\n') {
+        problems.push(format!("stderr is not exactly one line: {:?}", out.stderr));
+    }
+    for needle in &needles {
+        if !stderr.contains(needle.as_str()) {
+            problems.push(format!("stderr {stderr:?} does not mention {needle:?}"));
+        }
+    }
+    if !out.stdout.is_empty() {
+        problems.push(format!("unexpected stdout: {:?}", out.stdout));
+    }
+    if before != after {
+        let changed: Vec<_> = before
+            .iter()
+            .filter(|(p, v)| after.get(*p) != Some(v))
+            .map(|(p, _)| p)
+            .chain(after.keys().filter(|p| !before.contains_key(*p)))
+            .collect();
+        problems.push(format!("the temp tree changed: {changed:?}"));
+    }
+    if problems.is_empty() {
+        Ok(true)
+    } else {
+        Err(format!("args {args:?}: {}", problems.join("; ")))
+    }
+}
+
+#[test]
+fn bad_command_lines_fail_cleanly() {
+    let cases = cases();
+    assert!(cases.len() >= 25);
+    let mut failures = Vec::new();
+    let mut ran = 0;
+    for case in &cases {
+        match check(case) {
+            Ok(true) => ran += 1,
+            Ok(false) => {}
+            Err(e) => failures.push(format!("{}: {e}", case.name)),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+    assert!(ran >= 25, "only {ran} cases ran");
+}
+
+#[test]
+fn version_prints_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    for flag in ["--version", "-V"] {
+        let out = run_binary(&[flag.to_owned()], dir.path()).unwrap();
+        assert_eq!(out.status.code(), Some(0), "{flag}: {:?}", out.stderr);
+        let line = out.stdout.strip_suffix('\n').unwrap_or(&out.stdout);
+        assert!(
+            !line.is_empty() && !line.contains('\n'),
+            "{flag}: {:?}",
+            out.stdout
+        );
+        assert!(line.starts_with("ovlfs "), "{line:?}");
+        assert!(line.contains(env!("CARGO_PKG_VERSION")), "{line:?}");
+        assert_eq!(out.stderr, "", "{flag}");
+    }
+}
+
+#[test]
+fn help_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    for flag in ["--help", "-h"] {
+        let out = run_binary(&[flag.to_owned()], dir.path()).unwrap();
+        assert_eq!(out.status.code(), Some(0), "{flag}: {:?}", out.stderr);
+        for word in [
+            "lowerdir=",
+            "upperdir=",
+            "workdir=",
+            "uidmapping=",
+            "whiteout=",
+        ] {
+            assert!(out.stdout.contains(word), "{flag}: help lacks {word}");
+        }
+        assert_eq!(out.stderr, "", "{flag}");
+    }
+}
