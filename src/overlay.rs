@@ -44,7 +44,7 @@ pub struct Overlay {
 impl Overlay {
     /// Opens the layers of a validated config and builds the root node.
     pub fn new(config: &Config) -> io::Result<Overlay> {
-        let xattr_ns = if config.userxattr || !sys::has_cap_sys_admin() {
+        let xattr_ns = if config.userxattr || !sys::can_use_trusted_xattrs() {
             XattrNamespace::User
         } else {
             XattrNamespace::Trusted

@@ -209,6 +209,19 @@ pub fn pwrite(fd: BorrowedFd<'_>, buf: &[u8], offset: u64) -> SysResult<usize> {
     Ok(done)
 }
 
+/// Whether `trusted.*` xattrs are usable: CAP_SYS_ADMIN in the initial user namespace
+/// (inside `unshare -U` the capability is namespaced and trusted.* stays out of reach).
+pub fn can_use_trusted_xattrs() -> bool {
+    has_cap_sys_admin() && in_initial_user_namespace()
+}
+
+fn in_initial_user_namespace() -> bool {
+    std::fs::read_to_string("/proc/self/uid_map").is_ok_and(|map| {
+        let fields: Vec<&str> = map.split_whitespace().collect();
+        fields == ["0", "0", "4294967295"]
+    })
+}
+
 /// The effective capability check the xattr namespace depends on (DESIGN §3).
 pub fn has_cap_sys_admin() -> bool {
     const CAP_SYS_ADMIN: u32 = 21;
