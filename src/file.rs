@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::ffi::OsString;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -10,6 +10,7 @@ use rustix::fs::OFlags;
 
 use crate::inode::Node;
 use crate::overlay::Overlay;
+use crate::passthrough::{DataPath, MakeBacking};
 use crate::readdir::{self, MergedEntry};
 use crate::sys::{self, Errno, SysResult};
 
@@ -22,6 +23,14 @@ pub struct FileHandle {
     /// Layer the fd belongs to (a lower one for read-only opens before copy-up).
     pub layer: usize,
     pub fd: OwnedFd,
+    /// Passthrough keeps the backing id registered while the file is open.
+    pub data_path: DataPath,
+}
+
+/// What `open` and `create` give the dispatcher to reply with.
+pub struct Opened {
+    pub fh: u64,
+    pub backing: Option<Arc<fuser::BackingId>>,
 }
 
 /// An open directory: its merged listing, taken at opendir (POSIX allows a snapshot).
@@ -103,7 +112,7 @@ fn wants_write(flags: i32) -> bool {
 
 impl Overlay {
     /// Opens a file; a write open of a lower object copies it up first.
-    pub fn open(&self, id: u64, flags: i32) -> SysResult<u64> {
+    pub fn open(&self, id: u64, flags: i32, make_backing: MakeBacking<'_>) -> SysResult<Opened> {
         let node = self.node(id)?;
         if node.is_dir() {
             return Err(Errno::ISDIR);
@@ -116,15 +125,49 @@ impl Overlay {
         }
         let (layer, fd) = {
             let state = node.read();
-            // The kernel computes append offsets itself; O_APPEND on our fd would override
-            // the offsets it sends.
-            let oflags =
-                OFlags::from_bits_retain(flags as u32) & !(OFlags::CREATE | OFlags::APPEND);
-            (state.top().layer, sys::reopen(state.top_fd(), oflags)?)
+            (state.top().layer, self.open_real(state.top_fd(), flags)?)
         };
-        Ok(self
-            .handles
-            .insert(Handle::File(FileHandle { node, layer, fd })))
+        Ok(self.register_open(node, layer, fd, make_backing))
+    }
+
+    /// The daemon's own fd for an open of the object behind `path_fd`.
+    fn open_real(&self, path_fd: BorrowedFd<'_>, flags: i32) -> SysResult<OwnedFd> {
+        // The kernel computes append offsets itself; O_APPEND on our fd would override the
+        // offsets it sends.
+        let oflags = OFlags::from_bits_retain(flags as u32) & !(OFlags::CREATE | OFlags::APPEND);
+        if self.writeback_active() && oflags & OFlags::RWMODE == OFlags::WRONLY {
+            // The writeback cache reads pages around partial writes: it needs read access.
+            let rw = (oflags & !OFlags::RWMODE) | OFlags::RDWR;
+            if let Ok(fd) = sys::reopen(path_fd, rw) {
+                return Ok(fd);
+            }
+        }
+        sys::reopen(path_fd, oflags)
+    }
+
+    fn register_open(
+        &self,
+        node: Arc<Node>,
+        layer: usize,
+        fd: OwnedFd,
+        make_backing: MakeBacking<'_>,
+    ) -> Opened {
+        let in_upper = self.stack.is_upper(layer);
+        let data_path = self.choose_data_path(&node, fd.as_fd(), in_upper, make_backing);
+        let backing = match &data_path {
+            DataPath::Passthrough(b) => Some(b.clone()),
+            DataPath::Cached => None,
+        };
+        let handle = FileHandle {
+            node,
+            layer,
+            fd,
+            data_path,
+        };
+        Opened {
+            fh: self.handles.insert(Handle::File(handle)),
+            backing,
+        }
     }
 
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> SysResult<Vec<u8>> {
@@ -155,7 +198,12 @@ impl Overlay {
     }
 
     pub fn release(&self, fh: u64) {
-        self.handles.remove(fh);
+        if let Some(handle) = self.handles.remove(fh)
+            && let Handle::File(file) = &*handle
+            && let DataPath::Cached = file.data_path
+        {
+            self.cached_open_closed(&file.node);
+        }
     }
 
     pub fn opendir(&self, id: u64) -> SysResult<u64> {
@@ -263,15 +311,13 @@ impl Overlay {
         mode: u32,
         flags: i32,
         caller: crate::dir::Caller,
-    ) -> SysResult<(fuser::FileAttr, u64)> {
+        make_backing: MakeBacking<'_>,
+    ) -> SysResult<(fuser::FileAttr, Opened)> {
         let object = crate::dir::NewObject::File { mode, flags };
         let (attr, fd) = self.create_object(parent, name, object, caller)?;
         let node = self.node(attr.ino.0)?;
         let fd = fd.ok_or(Errno::IO)?;
         let layer = node.read().top().layer;
-        let fh = self
-            .handles
-            .insert(Handle::File(FileHandle { node, layer, fd }));
-        Ok((attr, fh))
+        Ok((attr, self.register_open(node, layer, fd, make_backing)))
     }
 }

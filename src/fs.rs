@@ -7,6 +7,7 @@ use std::ffi::OsStr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
+use std::os::fd::BorrowedFd;
 use std::path::Path;
 use std::time::SystemTime;
 
@@ -19,7 +20,7 @@ use fuser::{
 
 use crate::attr::AttrChanges;
 use crate::dir::{Caller, NewObject};
-use crate::file::Handle;
+use crate::file::{Handle, Opened};
 use crate::overlay::{Overlay, fuse_file_type};
 use crate::sys;
 use crate::xattrs::XattrReply;
@@ -84,6 +85,7 @@ impl Filesystem for OverlayFs {
             | F::FUSE_PARALLEL_DIROPS
             | F::FUSE_CACHE_SYMLINKS;
         let _ = config.add_capabilities(wanted & config.capabilities());
+        self.ov.negotiate_data_path(config);
         Ok(())
     }
 
@@ -113,9 +115,18 @@ impl Filesystem for OverlayFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        guarded("open", || match self.ov.open(ino.0, flags.0) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
-            Err(e) => reply.error(errno(e)),
+        guarded("open", || {
+            let make_backing = |fd: BorrowedFd<'_>| reply.open_backing(fd);
+            match self.ov.open(ino.0, flags.0, &make_backing) {
+                Ok(Opened {
+                    fh,
+                    backing: Some(b),
+                }) => reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &b),
+                Ok(Opened { fh, backing: None }) => {
+                    reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE)
+                }
+                Err(e) => reply.error(errno(e)),
+            }
         })
     }
 
@@ -447,14 +458,29 @@ impl Filesystem for OverlayFs {
     ) {
         guarded("create", || {
             let mode = mode & !umask & 0o7777;
-            match self.ov.create(parent.0, name, mode, flags, caller(req)) {
-                Ok((attr, fh)) => reply.created(
-                    &self.ov.ttl,
+            let make_backing = |fd: BorrowedFd<'_>| reply.open_backing(fd);
+            let ttl = self.ov.ttl;
+            match self
+                .ov
+                .create(parent.0, name, mode, flags, caller(req), &make_backing)
+            {
+                Ok((
+                    attr,
+                    Opened {
+                        fh,
+                        backing: Some(b),
+                    },
+                )) => reply.created_passthrough(
+                    &ttl,
                     &attr,
                     GENERATION,
                     FileHandle(fh),
                     FopenFlags::empty(),
+                    &b,
                 ),
+                Ok((attr, Opened { fh, backing: None })) => {
+                    reply.created(&ttl, &attr, GENERATION, FileHandle(fh), FopenFlags::empty())
+                }
                 Err(e) => reply.error(errno(e)),
             }
         })

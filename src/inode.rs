@@ -54,6 +54,8 @@ pub struct Node {
     pub file_type: u32,
     lookups: AtomicU64,
     state: RwLock<NodeState>,
+    /// Open files of this node, for the data-path rules of [`crate::passthrough`].
+    pub io: crate::passthrough::NodeIoLock,
 }
 
 impl Node {
@@ -78,6 +80,7 @@ impl Node {
             file_type,
             lookups: AtomicU64::new(0),
             state: RwLock::new(state),
+            io: Default::default(),
         }
     }
 }
@@ -115,6 +118,7 @@ impl InodeTable {
             // The root is never forgotten.
             lookups: AtomicU64::new(1 << 62),
             state: RwLock::new(root_state),
+            io: Default::default(),
         });
         write_shard(&table.shards[shard_of(ROOT_ID)]).insert(ROOT_ID, root);
         table
@@ -144,6 +148,7 @@ impl InodeTable {
             file_type,
             lookups: AtomicU64::new(1),
             state: RwLock::new(state),
+            io: Default::default(),
         });
         shard.insert(ino, node.clone());
         node

@@ -14,6 +14,7 @@ pub mod lookup;
 pub mod mount;
 pub mod options;
 pub mod overlay;
+pub mod passthrough;
 pub mod readdir;
 pub mod sys;
 pub mod whiteout;

@@ -7,6 +7,7 @@ use std::ffi::OsStr;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{FileAttr, FileType, INodeNo};
@@ -16,7 +17,7 @@ use crate::idmap::IdMap;
 use crate::inode::{InodeTable, Node, NodeState};
 use crate::layer::LayerStack;
 use crate::lookup::{self, LayerObject};
-use crate::options::{Config, WhiteoutMode};
+use crate::options::{Config, PassthroughMode, WhiteoutMode};
 use crate::sys::{self, Errno, Stat, SysResult};
 use crate::whiteout::XattrNamespace;
 
@@ -36,6 +37,11 @@ pub struct Overlay {
     pub static_nlink: bool,
     pub noacl: bool,
     pub ids: IdMap,
+    pub passthrough_mode: PassthroughMode,
+    pub writeback_wanted: bool,
+    /// What the kernel agreed to at INIT (see [`crate::passthrough`]).
+    pub passthrough_on: AtomicBool,
+    pub writeback_on: AtomicBool,
     /// `WORKDIR/work`: where copy-up builds objects before renaming them into the upper.
     pub work: Option<OwnedFd>,
     pub hardlinks: crate::hardlinks::HardlinkIndex,
@@ -85,10 +91,22 @@ impl Overlay {
             fsync: config.fsync && !config.volatile,
             static_nlink: config.static_nlink,
             noacl: config.noacl,
+            passthrough_mode: config.passthrough,
+            writeback_wanted: config.writeback,
+            passthrough_on: AtomicBool::new(false),
+            writeback_on: AtomicBool::new(false),
             ids: IdMap::from_config(config),
             work,
             hardlinks: Default::default(),
         })
+    }
+
+    pub fn passthrough_active(&self) -> bool {
+        self.passthrough_on.load(Ordering::Relaxed)
+    }
+
+    pub fn writeback_active(&self) -> bool {
+        self.writeback_on.load(Ordering::Relaxed)
     }
 
     pub fn read_only(&self) -> bool {

@@ -1,0 +1,109 @@
+//! The data path of an open file: FUSE passthrough or the daemon with the page cache.
+//!
+//! The kernel keeps one I/O mode per inode: while any open of an inode is in cached mode, a
+//! passthrough open of it fails, and all passthrough opens must share one backing id. So:
+//! - upper files go through passthrough (one `BackingId` per node, shared while open);
+//! - lower files opened read-only stay cached: when such a file is copied up, reads through
+//!   fds opened before go on through the daemon, which reads the new upper copy (the kernel
+//!   overlay's guarantee) — a passthrough fd would stay bound to the lower file;
+//! - while a node has cached opens, new opens of it are cached too.
+
+use std::io;
+use std::os::fd::BorrowedFd;
+use std::sync::{Arc, Mutex, Weak};
+
+use std::sync::atomic::Ordering;
+
+use fuser::{BackingId, InitFlags, KernelConfig};
+
+use crate::inode::Node;
+use crate::options::PassthroughMode;
+use crate::overlay::Overlay;
+use crate::sys;
+
+/// A node's open files, as far as the kernel's I/O mode rules care.
+#[derive(Debug, Default)]
+pub struct NodeIo {
+    cached_opens: u32,
+    backing: Weak<BackingId>,
+}
+
+pub type NodeIoLock = Mutex<NodeIo>;
+
+/// How one open file is served.
+#[derive(Debug)]
+pub enum DataPath {
+    /// Through the daemon; the kernel page cache is kept across opens.
+    Cached,
+    /// Straight to the backing file by the kernel.
+    Passthrough(Arc<BackingId>),
+}
+
+/// Registers a backing file with the kernel (the reply's `open_backing`).
+pub type MakeBacking<'a> = &'a dyn Fn(BorrowedFd<'_>) -> io::Result<BackingId>;
+
+impl Overlay {
+    /// Negotiates the data path at FUSE INIT: passthrough where the kernel offers it and the
+    /// daemon may register backing files (CAP_SYS_ADMIN), else the writeback cache. The two
+    /// exclude each other.
+    pub fn negotiate_data_path(&self, config: &mut KernelConfig) {
+        let offered = config.capabilities();
+        let want_passthrough = match self.passthrough_mode {
+            PassthroughMode::Off => false,
+            PassthroughMode::On => true,
+            PassthroughMode::Auto => sys::can_use_trusted_xattrs(),
+        };
+        if want_passthrough {
+            if offered.contains(InitFlags::FUSE_PASSTHROUGH)
+                && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+                && config.set_max_stack_depth(1).is_ok()
+            {
+                self.passthrough_on.store(true, Ordering::Relaxed);
+                return;
+            }
+            if self.passthrough_mode == PassthroughMode::On {
+                log::warn!("passthrough=on, but the kernel does not offer FUSE passthrough");
+            }
+        }
+        if self.writeback_wanted
+            && offered.contains(InitFlags::FUSE_WRITEBACK_CACHE)
+            && config
+                .add_capabilities(InitFlags::FUSE_WRITEBACK_CACHE)
+                .is_ok()
+        {
+            self.writeback_on.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Chooses the data path of a new open of `node` whose real fd is `fd`.
+    pub fn choose_data_path(
+        &self,
+        node: &Node,
+        fd: BorrowedFd<'_>,
+        in_upper: bool,
+        make_backing: MakeBacking<'_>,
+    ) -> DataPath {
+        let mut io = node.io.lock().unwrap_or_else(|e| e.into_inner());
+        if self.passthrough_active() && in_upper && io.cached_opens == 0 {
+            if let Some(backing) = io.backing.upgrade() {
+                return DataPath::Passthrough(backing);
+            }
+            match make_backing(fd) {
+                Ok(backing) => {
+                    let backing = Arc::new(backing);
+                    io.backing = Arc::downgrade(&backing);
+                    return DataPath::Passthrough(backing);
+                }
+                Err(e) => log::debug!("passthrough refused ({e}); serving the file in cached mode"),
+            }
+        }
+        io.cached_opens += 1;
+        DataPath::Cached
+    }
+
+    /// The bookkeeping side of `release` for a cached open.
+    pub fn cached_open_closed(&self, node: &Node) {
+        let mut io = node.io.lock().unwrap_or_else(|e| e.into_inner());
+        io.cached_opens = io.cached_opens.saturating_sub(1);
+    }
+}
