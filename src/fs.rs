@@ -92,6 +92,11 @@ impl Filesystem for OverlayFs {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         guarded("lookup", || match self.ov.lookup(parent.0, name) {
             Ok(attr) => reply.entry(&self.ov.ttl, &attr, GENERATION),
+            // Node id 0 is "no such entry" that the kernel may cache for the TTL: every
+            // change that could create the name goes through this daemon.
+            Err(e) if e == crate::sys::Errno::NOENT => {
+                reply.entry(&self.ov.ttl, &self.ov.negative_attr(), GENERATION)
+            }
             Err(e) => reply.error(errno(e)),
         })
     }

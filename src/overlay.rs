@@ -217,8 +217,17 @@ impl Overlay {
     /// Attributes for the `.` and `..` entries of readdirplus (the kernel only reads the
     /// inode number and type of those).
     pub fn dot_attr(&self, entry: &crate::readdir::MergedEntry) -> FileAttr {
+        self.placeholder_attr(entry.ino)
+    }
+
+    /// A lookup answer meaning "no such name" (node id 0).
+    pub fn negative_attr(&self) -> FileAttr {
+        self.placeholder_attr(0)
+    }
+
+    fn placeholder_attr(&self, ino: u64) -> FileAttr {
         FileAttr {
-            ino: INodeNo(entry.ino),
+            ino: INodeNo(ino),
             size: 0,
             blocks: 0,
             atime: UNIX_EPOCH,
