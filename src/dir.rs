@@ -452,9 +452,23 @@ impl Overlay {
         } else {
             self.prepare_target(&new_dir, new_upper, newname, src_is_dir, &src_node)?;
             let whiteout_old = self.lower_has(&old_dir, oldname)?;
-            sys::rename_at(old_upper, oldname, new_upper, newname, RenameFlags::empty())?;
-            if whiteout_old {
-                self.whiteout_name(old_upper, oldname, false)?;
+            // RENAME_WHITEOUT leaves the 0/0 whiteout in the same atomic step; where it is
+            // refused (or another whiteout form is configured) the whiteout follows the rename.
+            let atomic = whiteout_old
+                && self.whiteout_mode == WhiteoutMode::Chardev
+                && sys::rename_at(
+                    old_upper,
+                    oldname,
+                    new_upper,
+                    newname,
+                    RenameFlags::WHITEOUT,
+                )
+                .is_ok();
+            if !atomic {
+                sys::rename_at(old_upper, oldname, new_upper, newname, RenameFlags::empty())?;
+                if whiteout_old {
+                    self.whiteout_name(old_upper, oldname, false)?;
+                }
             }
             let aufs = whiteout::aufs_whiteout_name(newname);
             let _ = sys::unlink_at(new_upper, &aufs);
