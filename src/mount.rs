@@ -89,6 +89,7 @@ fn default_threads() -> usize {
 /// Mounts in a background thread of the calling process (for embedding, the demo, benches).
 pub fn spawn_background(config: &Config) -> io::Result<fuser::BackgroundSession> {
     sys::set_umask(0);
+    sys::raise_fd_limit();
     let overlay = Arc::new(Overlay::new(config)?);
     let session = fuser::Session::new(
         OverlayFs { ov: overlay },
@@ -105,6 +106,8 @@ pub fn run(config: &Config) -> i32 {
     }
     // New objects get exactly the mode the caller's request carries (its umask applied).
     sys::set_umask(0);
+    let fd_limit = sys::raise_fd_limit();
+    log::debug!("open-file limit: {fd_limit}");
     // Open the layers before forking so every error reaches the caller's terminal.
     let overlay = match Overlay::new(config) {
         Ok(o) => Arc::new(o),

@@ -562,3 +562,32 @@ pub fn utimens_fd(fd: BorrowedFd<'_>, atime: TimeSpec, mtime: TimeSpec) -> SysRe
         AtFlags::empty(),
     )
 }
+
+/// Raises the open-file limit as far as allowed: every live node holds an `O_PATH` fd
+/// (as in passthrough_hp), so big trees need many. Returns the new soft limit.
+pub fn raise_fd_limit() -> u64 {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let current = getrlimit(Resource::Nofile);
+    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok());
+    // With CAP_SYS_RESOURCE the hard limit itself may go up to fs.nr_open.
+    if let Some(max) = nr_open {
+        let wanted = Rlimit {
+            current: Some(max),
+            maximum: Some(max),
+        };
+        if setrlimit(Resource::Nofile, wanted).is_ok() {
+            return max;
+        }
+    }
+    let hard = current.maximum;
+    let _ = setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: hard,
+            maximum: hard,
+        },
+    );
+    getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
+}
