@@ -34,6 +34,9 @@ pub struct Overlay {
     pub xattr_ns: XattrNamespace,
     pub whiteout_mode: WhiteoutMode,
     pub fsync: bool,
+    /// `volatile`: fsync requests are acknowledged without syncing, as the kernel's
+    /// overlayfs does with the same option.
+    pub volatile: bool,
     pub static_nlink: bool,
     pub noacl: bool,
     pub ids: IdMap,
@@ -89,6 +92,7 @@ impl Overlay {
             xattr_ns,
             whiteout_mode: config.whiteout,
             fsync: config.fsync && !config.volatile,
+            volatile: config.volatile,
             static_nlink: config.static_nlink,
             noacl: config.noacl,
             passthrough_mode: config.passthrough,
