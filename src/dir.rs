@@ -254,14 +254,7 @@ impl Overlay {
             _ => {}
         }
         if is_rmdir {
-            let dirs: Vec<_> = child
-                .objects
-                .iter()
-                .map(|o| (o.layer, o.fd.as_fd()))
-                .collect();
-            if !readdir::list(&self.stack, &dirs)?.is_empty() {
-                return Err(Errno::NOTEMPTY);
-            }
+            self.ensure_empty(&child)?;
         }
         let upper_dir = self.upper_fd_of(&parent_node)?;
         let in_upper = self.stack.is_upper(child.objects[0].layer);
@@ -403,16 +396,7 @@ impl Overlay {
                 match (src.is_dir(), dst.is_dir()) {
                     (true, false) => return Err(Errno::NOTDIR),
                     (false, true) => return Err(Errno::ISDIR),
-                    (true, true) => {
-                        let dirs: Vec<_> = dst
-                            .objects
-                            .iter()
-                            .map(|o| (o.layer, o.fd.as_fd()))
-                            .collect();
-                        if !readdir::list(&self.stack, &dirs)?.is_empty() {
-                            return Err(Errno::NOTEMPTY);
-                        }
-                    }
+                    (true, true) => self.ensure_empty(dst)?,
                     _ => {}
                 }
             }
@@ -505,6 +489,20 @@ impl Overlay {
             whiteout::set_opaque(self.xattr_ns, src_node.read().top_fd())?;
         }
         Ok(())
+    }
+
+    /// ENOTEMPTY unless the merged directory shows no entries (whiteouts may remain).
+    fn ensure_empty(&self, dir: &Resolved) -> SysResult<()> {
+        let dirs: Vec<_> = dir
+            .objects
+            .iter()
+            .map(|o| (o.layer, o.fd.as_fd()))
+            .collect();
+        if readdir::list(&self.stack, &dirs)?.is_empty() {
+            Ok(())
+        } else {
+            Err(Errno::NOTEMPTY)
+        }
     }
 
     fn has_lower_part(&self, node: &Node) -> bool {

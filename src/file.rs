@@ -43,7 +43,7 @@ pub struct DirHandle {
 #[derive(Debug)]
 pub enum Handle {
     File(FileHandle),
-    Dir(DirHandle),
+    Dir(Arc<DirHandle>),
 }
 
 /// Handle number → handle, sharded so concurrent reads never contend on one lock.
@@ -229,13 +229,12 @@ impl Overlay {
         all.extend(entries);
         Ok(self
             .handles
-            .insert(Handle::Dir(DirHandle { node, entries: all })))
+            .insert(Handle::Dir(Arc::new(DirHandle { node, entries: all }))))
     }
 
-    pub fn dir_handle(&self, fh: u64) -> SysResult<Arc<Handle>> {
-        let handle = self.handles.get(fh)?;
-        match *handle {
-            Handle::Dir(_) => Ok(handle),
+    pub fn dir_handle(&self, fh: u64) -> SysResult<Arc<DirHandle>> {
+        match &*self.handles.get(fh)? {
+            Handle::Dir(dir) => Ok(dir.clone()),
             Handle::File(_) => Err(Errno::NOTDIR),
         }
     }

@@ -20,7 +20,7 @@ use fuser::{
 
 use crate::attr::AttrChanges;
 use crate::dir::{Caller, NewObject};
-use crate::file::{Handle, Opened};
+use crate::file::Opened;
 use crate::overlay::{Overlay, fuse_file_type};
 use crate::sys;
 use crate::xattrs::XattrReply;
@@ -195,12 +195,9 @@ impl Filesystem for OverlayFs {
         mut reply: ReplyDirectory,
     ) {
         guarded("readdir", || {
-            let handle = match self.ov.dir_handle(fh.0) {
-                Ok(h) => h,
+            let dir = match self.ov.dir_handle(fh.0) {
+                Ok(dir) => dir,
                 Err(e) => return reply.error(errno(e)),
-            };
-            let Handle::Dir(dir) = &*handle else {
-                return reply.error(Errno::ENOTDIR);
             };
             for (i, entry) in dir.entries.iter().enumerate().skip(offset as usize) {
                 let kind = fuse_file_type(entry.file_type);
@@ -221,12 +218,9 @@ impl Filesystem for OverlayFs {
         mut reply: ReplyDirectoryPlus,
     ) {
         guarded("readdirplus", || {
-            let handle = match self.ov.dir_handle(fh.0) {
-                Ok(h) => h,
+            let dir = match self.ov.dir_handle(fh.0) {
+                Ok(dir) => dir,
                 Err(e) => return reply.error(errno(e)),
-            };
-            let Handle::Dir(dir) = &*handle else {
-                return reply.error(Errno::ENOTDIR);
             };
             for (i, entry) in dir.entries.iter().enumerate().skip(offset as usize) {
                 let attr = if i < 2 {

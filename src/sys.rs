@@ -289,30 +289,33 @@ pub fn detach_stdio_and_session() {
 /// Blocks SIGTERM, SIGINT and SIGHUP in the calling thread and every thread it spawns later,
 /// so that only [`wait_for_termination_signal`] receives them.
 pub fn block_termination_signals() {
-    // SAFETY: sigset_t is plain data initialised by sigemptyset before use; the pointers
-    // passed are to live locals.
+    let set = termination_signals();
+    // SAFETY: `set` is an initialised sigset_t on the stack; a null old-set pointer is allowed.
     unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGHUP);
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
     }
 }
 
 /// Waits for one of the signals blocked by [`block_termination_signals`]; returns its number.
 pub fn wait_for_termination_signal() -> i32 {
-    // SAFETY: as above; sigwait writes the signal number into a live local.
+    let set = termination_signals();
+    let mut sig: libc::c_int = 0;
+    // SAFETY: both pointers are to live, initialised locals.
+    unsafe {
+        libc::sigwait(&set, &mut sig);
+    }
+    sig
+}
+
+fn termination_signals() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data; sigemptyset initialises it before sigaddset reads it.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGHUP);
-        let mut sig: libc::c_int = 0;
-        libc::sigwait(&set, &mut sig);
-        sig
+        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+            libc::sigaddset(&mut set, sig);
+        }
+        set
     }
 }
 

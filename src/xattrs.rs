@@ -59,7 +59,8 @@ impl Overlay {
 }
 
 impl Overlay {
-    pub fn setxattr(&self, id: u64, name: &OsStr, value: &[u8], flags: i32) -> SysResult<()> {
+    /// The node behind `id`, copied up so its xattr `name` may change.
+    fn xattr_target(&self, id: u64, name: &OsStr) -> SysResult<std::sync::Arc<crate::inode::Node>> {
         if self.hidden(name) {
             return Err(Errno::OPNOTSUPP);
         }
@@ -68,18 +69,16 @@ impl Overlay {
         }
         let node = self.node(id)?;
         self.copy_up(&node)?;
+        Ok(node)
+    }
+
+    pub fn setxattr(&self, id: u64, name: &OsStr, value: &[u8], flags: i32) -> SysResult<()> {
+        let node = self.xattr_target(id, name)?;
         sys::set_xattr(node.read().top_fd(), name, value, flags)
     }
 
     pub fn removexattr(&self, id: u64, name: &OsStr) -> SysResult<()> {
-        if self.hidden(name) {
-            return Err(Errno::OPNOTSUPP);
-        }
-        if self.read_only() {
-            return Err(Errno::ROFS);
-        }
-        let node = self.node(id)?;
-        self.copy_up(&node)?;
+        let node = self.xattr_target(id, name)?;
         sys::remove_xattr(node.read().top_fd(), name)
     }
 }
