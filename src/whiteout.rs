@@ -210,13 +210,12 @@ pub fn make_whiteout(
         WhiteoutForm::Xattr | WhiteoutForm::Aufs => {
             let flags =
                 rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CREATE | rustix::fs::OFlags::EXCL;
-            let fd = sys::open_at(work, tmp, flags, 0)?;
-            let set = sys::set_xattr(
-                std::os::fd::AsFd::as_fd(&fd),
-                OsStr::new(ns.whiteout()),
-                b"y",
-                0,
-            );
+            // Writable while tagging: without CAP_DAC_OVERRIDE, setting a user.* xattr needs
+            // write permission on the file. The finished whiteout is mode 0.
+            let file = sys::open_at(work, tmp, flags, 0o600)?;
+            let fd = std::os::fd::AsFd::as_fd(&file);
+            let set = sys::set_xattr(fd, OsStr::new(ns.whiteout()), b"y", 0)
+                .and_then(|()| sys::chmod_fd(fd, 0));
             if let Err(e) = set {
                 let _ = sys::unlink_at(work, tmp);
                 return Err(e);
