@@ -210,12 +210,11 @@ pub fn make_whiteout(
         WhiteoutForm::Xattr | WhiteoutForm::Aufs => {
             let flags =
                 rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CREATE | rustix::fs::OFlags::EXCL;
-            // Writable while tagging: without CAP_DAC_OVERRIDE, setting a user.* xattr needs
-            // write permission on the file. The finished whiteout is mode 0.
+            // Mode 0600: without CAP_DAC_OVERRIDE, setting and reading a user.* xattr need
+            // write and read permission on the file.
             let file = sys::open_at(work, tmp, flags, 0o600)?;
             let fd = std::os::fd::AsFd::as_fd(&file);
-            let set = sys::set_xattr(fd, OsStr::new(ns.whiteout()), b"y", 0)
-                .and_then(|()| sys::chmod_fd(fd, 0));
+            let set = sys::set_xattr(fd, OsStr::new(ns.whiteout()), b"y", 0);
             if let Err(e) = set {
                 let _ = sys::unlink_at(work, tmp);
                 return Err(e);
