@@ -82,6 +82,20 @@ pub fn session_config(config: &Config) -> fuser::Config {
     session
 }
 
+/// `umount -l`: with privileges directly, else through `fusermount3 -u -z`.
+fn lazy_unmount(mountpoint: &std::path::Path) {
+    if sys::lazy_unmount(mountpoint).is_ok() {
+        return;
+    }
+    let status = std::process::Command::new("fusermount3")
+        .args(["-u", "-z"])
+        .arg(mountpoint)
+        .status();
+    if !matches!(status, Ok(s) if s.success()) {
+        log::error!("cannot detach {}", mountpoint.display());
+    }
+}
+
 fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 16))
 }
@@ -184,13 +198,23 @@ fn serve(config: &Config, overlay: Arc<Overlay>, ready: Option<std::os::fd::Owne
         }
     }
     let mut unmounter = session.unmount_callable();
+    let mountpoint = config.mountpoint.clone();
     let _ = std::thread::Builder::new()
         .name("ovlfs-signals".into())
         .spawn(move || {
-            let sig = sys::wait_for_termination_signal();
-            log::info!("signal {sig}: unmounting");
-            if let Err(e) = unmounter.unmount() {
-                log::error!("unmount failed: {e}");
+            loop {
+                // Loops so a repeated signal is still handled if an unmount attempt raced.
+                let sig = sys::wait_for_termination_signal();
+                log::info!("signal {sig}: unmounting");
+                if let Err(e) = unmounter.unmount() {
+                    // Busy (a file is open inside): detach it from the namespace now, give
+                    // in-flight requests a moment, then end the daemon; what is still open
+                    // inside gets ENOTCONN, as with fuse-overlayfs.
+                    log::warn!("unmount failed ({e}); detaching lazily and exiting");
+                    lazy_unmount(&mountpoint);
+                    std::thread::sleep(std::time::Duration::from_millis(500));
+                    std::process::exit(0);
+                }
             }
         });
     match session.run() {

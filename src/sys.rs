@@ -594,3 +594,8 @@ pub fn raise_fd_limit() -> u64 {
     );
     getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
 }
+
+/// `umount2(path, MNT_DETACH)`.
+pub fn lazy_unmount(path: &std::path::Path) -> SysResult<()> {
+    rustix::mount::unmount(path, rustix::mount::UnmountFlags::DETACH)
+}

@@ -35,7 +35,8 @@ impl Overlay {
 
     pub fn getxattr(&self, id: u64, name: &OsStr, size: u32) -> SysResult<XattrReply> {
         if self.hidden(name) {
-            return Err(Errno::OPNOTSUPP);
+            // As the kernel: hidden names read as absent (setting them is EOPNOTSUPP).
+            return Err(Errno::NODATA);
         }
         let node = self.node(id)?;
         let state = node.read();
