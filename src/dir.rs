@@ -176,8 +176,32 @@ impl Overlay {
             let _ = remove_any(work, &tmp);
             return Err(e);
         }
-        let attr = self.lookup(parent, name)?;
+        let attr = self.new_node(&parent_node, upper_dir.as_fd(), name)?;
         Ok((attr, fd))
+    }
+
+    /// Registers the object just installed at `upper_dir/name` as a node (one kernel
+    /// reference). It is upper-only in the merged view: a directory in a merged parent was
+    /// made opaque, and a lower name it replaced was hidden by a whiteout, so this is what a
+    /// lookup would find, without probing the lower layers again.
+    fn new_node(
+        &self,
+        parent: &Arc<Node>,
+        upper_dir: BorrowedFd<'_>,
+        name: &OsStr,
+    ) -> SysResult<FileAttr> {
+        let fd = sys::open_path_at(upper_dir, name)?;
+        let st = sys::stat_fd(fd.as_fd())?;
+        let ino = self.stack.stable_ino(0, st.st_ino);
+        let state = NodeState {
+            objects: vec![crate::lookup::LayerObject { layer: 0, fd }],
+            parent: Some(parent.clone()),
+            name: name.to_owned(),
+        };
+        let node = self
+            .inodes
+            .lookup_or_insert(ino, st.st_mode & libc::S_IFMT, state);
+        Ok(self.attr_from_stat(&node, &st, false))
     }
 
     /// Moves a finished `work/tmp` to `upper_dir/name`, replacing a whiteout there (a new

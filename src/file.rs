@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::ffi::OsString;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use rustix::fs::OFlags;
 
@@ -37,7 +37,9 @@ pub struct Opened {
 #[derive(Debug)]
 pub struct DirHandle {
     pub node: Arc<Node>,
-    pub entries: Vec<MergedEntry>,
+    /// Built on the first readdir: with the kernel's directory cache (FOPEN_CACHE_DIR) most
+    /// opendirs are never followed by one.
+    entries: Mutex<Option<Arc<Vec<MergedEntry>>>>,
 }
 
 #[derive(Debug)]
@@ -211,11 +213,25 @@ impl Overlay {
         if !node.is_dir() {
             return Err(Errno::NOTDIR);
         }
-        let entries = {
+        let dir = DirHandle {
+            node,
+            entries: Mutex::new(None),
+        };
+        Ok(self.handles.insert(Handle::Dir(Arc::new(dir))))
+    }
+
+    /// The merged listing of an open directory, `.` and `..` first.
+    pub fn dir_entries(&self, dir: &DirHandle) -> SysResult<Arc<Vec<MergedEntry>>> {
+        let mut cached = dir.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(entries) = &*cached {
+            return Ok(entries.clone());
+        }
+        let node = &dir.node;
+        let merged = {
             let state = node.read();
             readdir::list(&self.stack, &state.layer_fds())?
         };
-        let mut all = Vec::with_capacity(entries.len() + 2);
+        let mut all = Vec::with_capacity(merged.len() + 2);
         all.push(MergedEntry {
             name: OsString::from("."),
             file_type: libc::S_IFDIR,
@@ -224,12 +240,12 @@ impl Overlay {
         all.push(MergedEntry {
             name: OsString::from(".."),
             file_type: libc::S_IFDIR,
-            ino: self.parent_ino(&node),
+            ino: self.parent_ino(node),
         });
-        all.extend(entries);
-        Ok(self
-            .handles
-            .insert(Handle::Dir(Arc::new(DirHandle { node, entries: all }))))
+        all.extend(merged);
+        let all = Arc::new(all);
+        *cached = Some(all.clone());
+        Ok(all)
     }
 
     pub fn dir_handle(&self, fh: u64) -> SysResult<Arc<DirHandle>> {

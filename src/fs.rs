@@ -20,8 +20,9 @@ use fuser::{
 
 use crate::attr::AttrChanges;
 use crate::dir::{Caller, NewObject};
-use crate::file::Opened;
+use crate::file::{DirHandle, Opened};
 use crate::overlay::{Overlay, fuse_file_type};
+use crate::readdir::MergedEntry;
 use crate::sys;
 use crate::xattrs::XattrReply;
 
@@ -70,6 +71,15 @@ impl OverlayFs {
     }
 }
 
+impl OverlayFs {
+    /// An open directory and its merged listing.
+    fn listing(&self, fh: FileHandle) -> Result<(Arc<DirHandle>, Arc<Vec<MergedEntry>>), Errno> {
+        let dir = self.ov.dir_handle(fh.0).map_err(errno)?;
+        let entries = self.ov.dir_entries(&dir).map_err(errno)?;
+        Ok((dir, entries))
+    }
+}
+
 fn reply_empty(result: crate::sys::SysResult<()>, reply: ReplyEmpty) {
     match result {
         Ok(()) => reply.ok(),
@@ -84,6 +94,12 @@ impl Filesystem for OverlayFs {
             | F::FUSE_READDIRPLUS_AUTO
             | F::FUSE_PARALLEL_DIROPS
             | F::FUSE_CACHE_SYMLINKS;
+        let wanted = if self.ov.noacl {
+            wanted
+        } else {
+            // The kernel then caches ACLs and checks them itself (default_permissions is on).
+            wanted | F::FUSE_POSIX_ACL
+        };
         let _ = config.add_capabilities(wanted & config.capabilities());
         self.ov.negotiate_data_path(config);
         Ok(())
@@ -160,7 +176,9 @@ impl Filesystem for OverlayFs {
         _lock_owner: fuser::LockOwner,
         reply: ReplyEmpty,
     ) {
-        reply.ok()
+        // Nothing to flush (data is written as it arrives). ENOSYS makes the kernel stop
+        // sending FLUSH on every close.
+        reply.error(Errno::ENOSYS)
     }
 
     fn release(
@@ -181,7 +199,12 @@ impl Filesystem for OverlayFs {
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         guarded("opendir", || match self.ov.opendir(ino.0) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
+            // The kernel may keep listings: every change to a directory goes through here,
+            // and the kernel drops its cached listing on each one.
+            Ok(fh) => reply.opened(
+                FileHandle(fh),
+                FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR,
+            ),
             Err(e) => reply.error(errno(e)),
         })
     }
@@ -195,11 +218,11 @@ impl Filesystem for OverlayFs {
         mut reply: ReplyDirectory,
     ) {
         guarded("readdir", || {
-            let dir = match self.ov.dir_handle(fh.0) {
-                Ok(dir) => dir,
-                Err(e) => return reply.error(errno(e)),
+            let (_, entries) = match self.listing(fh) {
+                Ok(listing) => listing,
+                Err(e) => return reply.error(e),
             };
-            for (i, entry) in dir.entries.iter().enumerate().skip(offset as usize) {
+            for (i, entry) in entries.iter().enumerate().skip(offset as usize) {
                 let kind = fuse_file_type(entry.file_type);
                 if reply.add(INodeNo(entry.ino), i as u64 + 1, kind, &entry.name) {
                     break;
@@ -218,11 +241,11 @@ impl Filesystem for OverlayFs {
         mut reply: ReplyDirectoryPlus,
     ) {
         guarded("readdirplus", || {
-            let dir = match self.ov.dir_handle(fh.0) {
-                Ok(dir) => dir,
-                Err(e) => return reply.error(errno(e)),
+            let (dir, entries) = match self.listing(fh) {
+                Ok(listing) => listing,
+                Err(e) => return reply.error(e),
             };
-            for (i, entry) in dir.entries.iter().enumerate().skip(offset as usize) {
+            for (i, entry) in entries.iter().enumerate().skip(offset as usize) {
                 let attr = if i < 2 {
                     // `.` and `..`: the kernel takes no reference for them.
                     self.ov.dot_attr(entry)
