@@ -146,8 +146,16 @@ impl Overlay {
         let st = sys::stat_fd(src)?;
         let upper_fd = match self.copy_up_object(src, &st, upper_dir, &name, node.ino) {
             Ok(fd) => fd,
-            // Already there (a hard link or a concurrent copy through another node).
-            Err(Errno::EXIST) => sys::open_path_at(upper_dir, &name)?,
+            // Already there (a hard link or a concurrent copy through another node) — unless
+            // what is there is the whiteout of this very name: the object was deleted while
+            // open, and there is no name left to copy it up to.
+            Err(Errno::EXIST) => {
+                let st = sys::stat_at(upper_dir, &name)?;
+                if crate::whiteout::is_whiteout_at(upper_dir, &name, &st) {
+                    return Err(Errno::STALE);
+                }
+                sys::open_path_at(upper_dir, &name)?
+            }
             Err(e) => return Err(e),
         };
         let other_links = (!node.is_dir() && st.st_nlink > 1)
