@@ -58,7 +58,7 @@ impl Overlay {
             && changes
                 .gid
                 .is_none_or(|g| self.ids.gid_to_host(g) == Some(st.st_gid))
-            && changes.size.is_none_or(|s| s == st.st_size as u64)
+            && changes.size.is_none()
             && same_time(changes.atime, st.st_atime, st.st_atime_nsec)
             && same_time(changes.mtime, st.st_mtime, st.st_mtime_nsec))
     }
@@ -109,13 +109,7 @@ impl Overlay {
         }
         if changes.atime.is_some() || changes.mtime.is_some() {
             let (atime, mtime) = (time_spec(changes.atime), time_spec(changes.mtime));
-            if node.file_type == libc::S_IFLNK {
-                let parent = state.parent.clone().ok_or(Errno::INVAL)?;
-                let parent_state = parent.read();
-                sys::utimens_at(parent_state.top_fd(), &state.name, atime, mtime)?;
-            } else {
-                sys::utimens_fd(fd, atime, mtime)?;
-            }
+            sys::utimens_fd(fd, atime, mtime)?;
         }
         let st = sys::stat_fd(fd)?;
         Ok(self.attr_from_stat(&node, &st, state.objects.len() > 1))

@@ -147,14 +147,29 @@ impl Overlay {
         let upper_fd = match self.copy_up_object(src, &st, upper_dir, &name, node.ino) {
             Ok(fd) => fd,
             // Already there (a hard link or a concurrent copy through another node) — unless
-            // what is there is the whiteout of this very name: the object was deleted while
-            // open, and there is no name left to copy it up to.
+            // what is there is the whiteout of this very name: this name was deleted while the
+            // object stayed in use.
             Err(Errno::EXIST) => {
-                let st = sys::stat_at(upper_dir, &name)?;
-                if crate::whiteout::is_whiteout_at(upper_dir, &name, &st) {
+                let there = sys::stat_at(upper_dir, &name)?;
+                if !crate::whiteout::is_whiteout_at(upper_dir, &name, &there) {
+                    sys::open_path_at(upper_dir, &name)?
+                } else if !node.is_dir() && st.st_nlink > 1 {
+                    // A hard link: copy up through another name that still shows it.
+                    let (layer, lower_ino) = (state.top().layer, st.st_ino);
+                    drop(parent_state);
+                    drop(state);
+                    let (dir, other) = self
+                        .visible_other_name(layer, lower_ino)
+                        .ok_or(Errno::STALE)?;
+                    {
+                        let mut state = node.write();
+                        state.parent = Some(dir);
+                        state.name = other;
+                    }
+                    return self.copy_up(node);
+                } else {
                     return Err(Errno::STALE);
                 }
-                sys::open_path_at(upper_dir, &name)?
             }
             Err(e) => return Err(e),
         };
@@ -194,6 +209,9 @@ impl Overlay {
     ) -> SysResult<OwnedFd> {
         let work = self.work_fd()?;
         let tmp = temp_name();
+        // A copy-up changes nothing users can see in the parent: keep its times (as the
+        // kernel does), which the rename into it would otherwise move.
+        let parent_times = sys::stat_fd(upper_dir)?;
         let result = self
             .build_copy(src, st, work, &tmp, ino)
             .and_then(|()| sys::rename_at(work, &tmp, upper_dir, name, RenameFlags::NOREPLACE));
@@ -201,6 +219,7 @@ impl Overlay {
             let _ = remove_any(work, &tmp);
             return Err(e);
         }
+        restore_times(upper_dir, &parent_times);
         sys::open_path_at(upper_dir, name)
     }
 
@@ -259,6 +278,15 @@ impl Overlay {
         if let Err(e) = sys::set_xattr(fd, OsStr::new(name), ino.to_string().as_bytes(), 0) {
             log::debug!("cannot record origin inode: {e}");
         }
+    }
+}
+
+/// Puts back the atime/mtime of a directory (from an earlier stat).
+pub fn restore_times(dir: BorrowedFd<'_>, st: &Stat) {
+    let atime = Some(Some((st.st_atime, st.st_atime_nsec as i64)));
+    let mtime = Some(Some((st.st_mtime, st.st_mtime_nsec as i64)));
+    if let Err(e) = sys::utimens_fd(dir, atime, mtime) {
+        log::debug!("cannot restore directory times: {e}");
     }
 }
 

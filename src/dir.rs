@@ -159,14 +159,15 @@ impl Overlay {
         let fd = built?;
         let finish = (|| {
             sys::chown_at(work, &tmp, Some(uid), Some(gid))?;
-            if let NewObject::Dir { mode } = object {
-                // chown may have cleared setgid; mkdir's mode was also masked by nothing else.
+            // chown clears setuid/setgid: set the full mode again.
+            let mode = match object {
+                NewObject::Dir { mode } if setgid_dir => Some(mode | libc::S_ISGID),
+                NewObject::Dir { mode } | NewObject::File { mode, .. } => Some(mode),
+                NewObject::Special { mode, .. } => Some(mode),
+                NewObject::Symlink { .. } => None,
+            };
+            if let Some(mode) = mode.filter(|m| m & 0o7000 != 0) {
                 let copy = sys::open_path_at(work, &tmp)?;
-                let mode = if setgid_dir {
-                    mode | libc::S_ISGID
-                } else {
-                    mode
-                };
                 sys::chmod_fd(copy.as_fd(), mode)?;
             }
             let parent_merges = self.has_lower_part(&parent_node);
@@ -280,6 +281,7 @@ impl Overlay {
         if is_rmdir {
             self.ensure_empty(&child)?;
         }
+        let child = self.copy_up_if_linked(&parent_node, name, child)?;
         let upper_dir = self.upper_fd_of(&parent_node)?;
         let in_upper = self.stack.is_upper(child.objects[0].layer);
         if self.lower_has(&parent_node, name)? {
@@ -365,6 +367,8 @@ impl Overlay {
     /// lower layers and can move anywhere (a form the kernel reads without redirects).
     fn copy_up_tree(&self, node: &Arc<Node>) -> SysResult<()> {
         self.copy_up(node)?;
+        // Filling the directory must not change the times users see on it.
+        let times = sys::stat_fd(node.read().top_fd())?;
         let entries = {
             let state = node.read();
             readdir::list(&self.stack, &state.layer_fds())?
@@ -382,7 +386,12 @@ impl Overlay {
             }
         }
         let mut state = node.write();
-        whiteout::set_opaque(self.xattr_ns, state.top_fd())?;
+        let upper = state.top_fd();
+        // An opaque upper directory must hold no whiteouts: the kernel lists a directory
+        // that merges nothing as it is on disk.
+        whiteout::remove_whiteouts(upper)?;
+        whiteout::set_opaque(self.xattr_ns, upper)?;
+        crate::copy_up::restore_times(upper, &times);
         state.objects.truncate(1);
         Ok(())
     }
@@ -429,6 +438,10 @@ impl Overlay {
         }
         let src_is_dir = src.is_dir();
         let src_node = self.child_node(&old_dir, oldname, src);
+        let dst = match dst {
+            Some(d) if !exchange => Some(self.copy_up_if_linked(&new_dir, newname, d)?),
+            other => other,
+        };
         let dst_node = dst.map(|d| {
             let is_dir = d.is_dir();
             (self.child_node(&new_dir, newname, d), is_dir)
@@ -450,6 +463,15 @@ impl Overlay {
         let new_upper = self.upper_fd_of(&new_dir)?;
         let (old_upper, new_upper) = (old_upper.as_fd(), new_upper.as_fd());
         if exchange {
+            // A directory landing where a lower layer shows the same name must hide it.
+            if src_is_dir && self.lower_has(&new_dir, newname)? {
+                whiteout::set_opaque(self.xattr_ns, src_node.read().top_fd())?;
+            }
+            if let Some((node, true)) = &dst_node
+                && self.lower_has(&old_dir, oldname)?
+            {
+                whiteout::set_opaque(self.xattr_ns, node.read().top_fd())?;
+            }
             sys::rename_at(
                 old_upper,
                 oldname,
@@ -513,6 +535,26 @@ impl Overlay {
             whiteout::set_opaque(self.xattr_ns, src_node.read().top_fd())?;
         }
         Ok(())
+    }
+
+    /// Before one name of a hard-linked lower file goes away, copies the file up (with all
+    /// its visible names, see `hardlinks`), so the names left keep the right link count, as
+    /// the kernel's index does. Returns the name's resolution afterwards.
+    fn copy_up_if_linked(
+        &self,
+        parent: &Arc<Node>,
+        name: &OsStr,
+        child: Resolved,
+    ) -> SysResult<Resolved> {
+        let linked_lower = !child.is_dir()
+            && child.stat.st_nlink > 1
+            && !self.stack.is_upper(child.objects[0].layer);
+        if !linked_lower {
+            return Ok(child);
+        }
+        let node = self.child_node(parent, name, child);
+        self.copy_up(&node)?;
+        self.resolve_in(parent, name)?.ok_or(Errno::NOENT)
     }
 
     /// ENOTEMPTY unless the merged directory shows no entries (whiteouts may remain).

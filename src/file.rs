@@ -317,7 +317,9 @@ impl Overlay {
         let output = self.handles.get(fh_out)?;
         let (input, output) = (file_handle(&input)?, file_handle(&output)?);
         let len = len.min(u32::MAX as u64 & !0xfff) as usize;
-        let n = sys::copy_file_range(input.fd.as_fd(), off_in, output.fd.as_fd(), off_out, len)?;
+        let moved_up = self.current_fd(input)?;
+        let input_fd = moved_up.as_ref().map_or(input.fd.as_fd(), |f| f.as_fd());
+        let n = sys::copy_file_range(input_fd, off_in, output.fd.as_fd(), off_out, len)?;
         Ok(n as u32)
     }
 

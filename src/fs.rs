@@ -313,11 +313,13 @@ impl Filesystem for OverlayFs {
         })
     }
 
-    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        guarded("listxattr", || match self.ov.listxattr(ino.0, size) {
-            Ok(XattrReply::Size(n)) => reply.size(n),
-            Ok(XattrReply::Data(d)) => reply.data(&d),
-            Err(e) => reply.error(errno(e)),
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        guarded("listxattr", || {
+            match self.ov.listxattr(ino.0, size, req.uid()) {
+                Ok(XattrReply::Size(n)) => reply.size(n),
+                Ok(XattrReply::Data(d)) => reply.data(&d),
+                Err(e) => reply.error(errno(e)),
+            }
         })
     }
 

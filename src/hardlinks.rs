@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use rustix::fs::OFlags;
 
 use crate::copy_up::temp_name;
-use crate::inode::ROOT_ID;
+use crate::inode::{Node, ROOT_ID};
 use crate::overlay::Overlay;
 use crate::sys::{self, Errno, RenameFlags, SysResult};
 
@@ -82,13 +82,22 @@ impl Overlay {
         }
     }
 
-    fn link_other_name(
-        &self,
-        layer: usize,
-        ino: u64,
-        path: &OsStr,
-        upper_file: BorrowedFd<'_>,
-    ) -> SysResult<()> {
+    /// A directory and name through which the merged view still shows lower object
+    /// (`layer`, `ino`), for a hard-linked node whose own name was deleted.
+    pub fn visible_other_name(&self, layer: usize, ino: u64) -> Option<(Arc<Node>, OsString)> {
+        let map = self
+            .hardlinks
+            .get_or_build(layer, self.stack.layers[layer].root_fd());
+        map.get(&ino)?.iter().find_map(|path| {
+            let (dir, name) = self.resolve_parent(path).ok()?;
+            let target = self.resolve_in(&dir, &name).ok()??;
+            let shows_it = target.objects[0].layer == layer && target.stat.st_ino == ino;
+            shows_it.then_some((dir, name))
+        })
+    }
+
+    /// The merged directory node holding `path` (from the root) and the last component.
+    fn resolve_parent(&self, path: &OsStr) -> SysResult<(Arc<Node>, OsString)> {
         let components: Vec<&OsStr> = path
             .as_bytes()
             .split(|b| *b == b'/')
@@ -103,6 +112,18 @@ impl Overlay {
             }
             dir = self.child_node(&dir, component, resolved);
         }
+        Ok((dir, (*name).to_owned()))
+    }
+
+    fn link_other_name(
+        &self,
+        layer: usize,
+        ino: u64,
+        path: &OsStr,
+        upper_file: BorrowedFd<'_>,
+    ) -> SysResult<()> {
+        let (dir, name) = self.resolve_parent(path)?;
+        let name = name.as_os_str();
         // Only a name through which the merged view still shows this very lower object.
         let target = self.resolve_in(&dir, name)?.ok_or(Errno::NOENT)?;
         let top = &target.objects[0];
@@ -114,11 +135,13 @@ impl Overlay {
         let work = self.work_fd()?;
         let tmp = temp_name();
         sys::link_fd_at(upper_file, work, &tmp)?;
+        let parent_times = sys::stat_fd(upper_dir.as_fd())?;
         if let Err(e) = sys::rename_at(work, &tmp, upper_dir.as_fd(), name, RenameFlags::NOREPLACE)
         {
             let _ = sys::unlink_at(work, &tmp);
             return Err(e);
         }
+        crate::copy_up::restore_times(upper_dir.as_fd(), &parent_times);
         Ok(())
     }
 }

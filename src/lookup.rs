@@ -4,7 +4,7 @@
 //! directories of the same name below it until one is opaque, a whiteout is met, or a lower
 //! layer holds a non-directory there (which then is ignored, as the kernel does).
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 
@@ -71,32 +71,126 @@ struct Merge {
     origin: Option<(usize, u64)>,
 }
 
+/// Where the lower part of a merging directory is looked for.
+enum Target {
+    /// This name in the parent's layer directories.
+    InParent(OsString),
+    /// This path from each lower layer's root (a kernel `redirect_dir` absolute redirect).
+    FromRoot(Vec<OsString>),
+}
+
+impl Target {
+    /// Follows a directory's `overlay.redirect`.
+    fn redirect(&mut self, value: &[u8]) {
+        match value.strip_prefix(b"/") {
+            Some(path) => {
+                *self = Target::FromRoot(
+                    path.split(|b| *b == b'/')
+                        .filter(|c| !c.is_empty())
+                        .map(|c| OsStr::from_bytes(c).to_owned())
+                        .collect(),
+                )
+            }
+            None => match self {
+                Target::InParent(name) => *name = OsStr::from_bytes(value).to_owned(),
+                Target::FromRoot(path) => {
+                    if let Some(last) = path.last_mut() {
+                        *last = OsStr::from_bytes(value).to_owned();
+                    }
+                }
+            },
+        }
+    }
+}
+
 impl Merge {
-    /// Adds a lower layer's directory `dir/name` (if any). Returns whether merging goes on.
-    fn step(
+    /// Adds the directories below `from_layer` that merge with the one found there, until
+    /// one is opaque, a whiteout or non-directory is met, or the layers run out. Each
+    /// directory's redirect (if any) says where to look further down.
+    fn continue_below(
         &mut self,
         stack: &LayerStack,
-        layer: usize,
-        dir: BorrowedFd<'_>,
-        name: &OsStr,
-    ) -> SysResult<bool> {
-        let st = match probe(dir, name)? {
-            Probe::Absent => return Ok(true),
-            Probe::Whiteout => return Ok(false),
-            Probe::Present(st) => st,
-        };
-        if !is_dir(&st) {
-            // A lower non-directory under a directory ends the merge, unseen.
-            return Ok(false);
+        mut from_layer: usize,
+        below: &[(usize, BorrowedFd<'_>)],
+        mut target: Target,
+        mut markers: whiteout::DirMarkers,
+    ) -> SysResult<()> {
+        loop {
+            if markers.opaque {
+                return Ok(());
+            }
+            if let Some(value) = markers.redirect.take() {
+                target.redirect(&value);
+            }
+            // The next layer holding the target's parent directory.
+            let next = match &target {
+                Target::InParent(name) => below
+                    .iter()
+                    .find(|(layer, _)| *layer > from_layer)
+                    .map(|&(layer, dir)| (layer, Parent::Borrowed(dir), name.as_os_str())),
+                Target::FromRoot(path) => {
+                    let Some((last, dirs)) = path.split_last() else {
+                        return Ok(());
+                    };
+                    stack
+                        .layers
+                        .iter()
+                        .filter(|l| l.index > from_layer)
+                        .find_map(|l| {
+                            walk_dirs(l.root_fd(), dirs)
+                                .map(|d| (l.index, Parent::Owned(d), last.as_os_str()))
+                        })
+                }
+            };
+            let Some((layer, parent, name)) = next else {
+                return Ok(());
+            };
+            from_layer = layer;
+            let st = match probe(parent.fd(), name)? {
+                Probe::Absent => continue,
+                Probe::Whiteout => return Ok(()),
+                Probe::Present(st) => st,
+            };
+            if !is_dir(&st) {
+                // A lower non-directory under a directory ends the merge, unseen.
+                return Ok(());
+            }
+            let fd = sys::open_path_at(parent.fd(), name)?;
+            markers = whiteout::dir_markers(fd.as_fd())?;
+            if self.origin.is_none() && !stack.is_upper(layer) {
+                self.origin = Some((layer, st.st_ino));
+            }
+            self.objects.push(LayerObject { layer, fd });
         }
-        let fd = sys::open_path_at(dir, name)?;
-        let opaque = whiteout::is_opaque_dir(fd.as_fd())?;
-        if self.origin.is_none() && !stack.is_upper(layer) {
-            self.origin = Some((layer, st.st_ino));
-        }
-        self.objects.push(LayerObject { layer, fd });
-        Ok(!opaque)
     }
+}
+
+/// A parent directory fd: the node's own, or one opened to follow an absolute redirect.
+enum Parent<'a> {
+    Borrowed(BorrowedFd<'a>),
+    Owned(OwnedFd),
+}
+
+impl Parent<'_> {
+    fn fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Parent::Borrowed(fd) => *fd,
+            Parent::Owned(fd) => fd.as_fd(),
+        }
+    }
+}
+
+/// Opens the directory path `dirs` below `root`, never following a symlink.
+fn walk_dirs(root: BorrowedFd<'_>, dirs: &[OsString]) -> Option<OwnedFd> {
+    let mut dir = root.try_clone_to_owned().ok()?;
+    for component in dirs {
+        let next = sys::open_path_at(dir.as_fd(), component).ok()?;
+        if !sys::stat_fd(next.as_fd()).is_ok_and(|st| is_dir(&st)) {
+            return None;
+        }
+        dir = next;
+    }
+    Some(dir)
 }
 
 /// Resolves `name` in the merged directory made of `parent_dirs` (topmost first).
@@ -110,7 +204,6 @@ pub fn lookup(
         // AUFS bookkeeping never shows, whatever layer holds it.
         return Ok(None);
     }
-    let mut merge = None;
     for (position, &(layer, dir)) in parent_dirs.iter().enumerate() {
         let st = match probe(dir, name)? {
             Probe::Absent => continue,
@@ -118,92 +211,41 @@ pub fn lookup(
             Probe::Present(st) => st,
         };
         let fd = sys::open_path_at(dir, name)?;
-        let below = &parent_dirs[position + 1..];
-        let markers = if is_dir(&st) && !below.is_empty() {
+        let origin = (!stack.is_upper(layer)).then_some((layer, st.st_ino));
+        // Directories merge with lower layers (only those can carry an absolute redirect
+        // beyond the parent's own layers).
+        let markers = if is_dir(&st) && layer + 1 < stack.layers.len() {
             Some(whiteout::dir_markers(fd.as_fd())?)
         } else {
             None
         };
-        let origin = (!stack.is_upper(layer)).then_some((layer, st.st_ino));
         let mut m = Merge {
             stat: st,
             objects: vec![LayerObject { layer, fd }],
             origin,
         };
-        match markers {
-            Some(markers) if !markers.opaque => match markers.redirect {
-                Some(target) => merge_redirected(stack, &mut m, layer, below, &target)?,
-                None => {
-                    for &(layer, dir) in below {
-                        if !m.step(stack, layer, dir, name)? {
-                            break;
-                        }
-                    }
-                }
-            },
-            _ => {}
+        if let Some(markers) = markers {
+            let below = &parent_dirs[position + 1..];
+            m.continue_below(
+                stack,
+                layer,
+                below,
+                Target::InParent(name.to_owned()),
+                markers,
+            )?;
         }
-        merge = Some(m);
-        break;
-    }
-    Ok(merge.map(|m| {
         let ino = match m.origin {
             Some((layer, real_ino)) => stack.stable_ino(layer, real_ino),
             None => recorded_ino(stack, m.objects[0].fd.as_fd())
                 .unwrap_or_else(|| stack.stable_ino(m.objects[0].layer, m.stat.st_ino)),
         };
-        Resolved {
+        return Ok(Some(Resolved {
             ino,
             stat: m.stat,
             objects: m.objects,
-        }
-    }))
-}
-
-/// Merges the lower part of a directory the kernel renamed with `redirect_dir=on`: a
-/// relative redirect is a name in the same parent; an absolute one a path from each lower
-/// layer's root (resolved component by component, never following symlinks).
-fn merge_redirected(
-    stack: &LayerStack,
-    merge: &mut Merge,
-    from_layer: usize,
-    below: &[(usize, BorrowedFd<'_>)],
-    target: &[u8],
-) -> SysResult<()> {
-    let Some(path) = target.strip_prefix(b"/") else {
-        let name = OsStr::from_bytes(target);
-        for &(layer, dir) in below {
-            if !merge.step(stack, layer, dir, name)? {
-                break;
-            }
-        }
-        return Ok(());
-    };
-    let components: Vec<&OsStr> = path
-        .split(|b| *b == b'/')
-        .filter(|c| !c.is_empty())
-        .map(OsStr::from_bytes)
-        .collect();
-    let Some((last, dirs)) = components.split_last() else {
-        return Ok(());
-    };
-    for layer in stack.layers.iter().filter(|l| l.index > from_layer) {
-        let mut dir = layer.root.try_clone().map_err(|_| Errno::MFILE)?;
-        let mut reachable = true;
-        for component in dirs {
-            match sys::open_path_at(dir.as_fd(), component) {
-                Ok(next) if sys::stat_fd(next.as_fd()).is_ok_and(|st| is_dir(&st)) => dir = next,
-                _ => {
-                    reachable = false;
-                    break;
-                }
-            }
-        }
-        if reachable && !merge.step(stack, layer.index, dir.as_fd(), last)? {
-            break;
-        }
+        }));
     }
-    Ok(())
+    Ok(None)
 }
 
 /// The inode number an upper object had before its copy-up, if ovlfs recorded one.

@@ -552,18 +552,20 @@ pub fn chown_fd(fd: BorrowedFd<'_>, uid: Option<u32>, gid: Option<u32>) -> SysRe
     )
 }
 
-/// Sets the times of the (non-symlink) object behind an `O_PATH` fd.
+/// Sets the times of the object behind an `O_PATH` fd, symlinks included (`AT_EMPTY_PATH`;
+/// kernels without it for utimensat get the /proc path, which does not work on symlinks).
 pub fn utimens_fd(fd: BorrowedFd<'_>, atime: TimeSpec, mtime: TimeSpec) -> SysResult<()> {
     let times = rustix::fs::Timestamps {
         last_access: timespec(atime),
         last_modification: timespec(mtime),
     };
-    rustix::fs::utimensat(
-        rustix::fs::CWD,
-        proc_fd_path(fd).as_c_str(),
-        &times,
-        AtFlags::empty(),
-    )
+    match rustix::fs::utimensat(fd, c"", &times, AtFlags::EMPTY_PATH) {
+        Err(Errno::INVAL) => {
+            let path = proc_fd_path(fd);
+            rustix::fs::utimensat(rustix::fs::CWD, path.as_c_str(), &times, AtFlags::empty())
+        }
+        other => other,
+    }
 }
 
 /// Raises the open-file limit as far as allowed: every live node holds an `O_PATH` fd

@@ -245,3 +245,21 @@ pub fn upper_has_whiteout(dir: BorrowedFd<'_>, name: &OsStr) -> bool {
         Err(_) => has_aufs_whiteout(dir, name),
     }
 }
+
+/// Deletes every whiteout entry (any format) directly inside an upper directory.
+pub fn remove_whiteouts(dir: BorrowedFd<'_>) -> SysResult<()> {
+    let listing = sys::reopen(
+        dir,
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY,
+    )?;
+    let listing = std::os::fd::AsFd::as_fd(&listing);
+    for entry in sys::read_dir(listing)? {
+        let whiteout = is_aufs_entry(&entry.name)
+            || sys::stat_at(listing, &entry.name)
+                .is_ok_and(|st| is_whiteout_at(listing, &entry.name, &st));
+        if whiteout {
+            sys::unlink_at(listing, &entry.name)?;
+        }
+    }
+    Ok(())
+}

@@ -47,11 +47,15 @@ impl Overlay {
         Ok(XattrReply::Data(value))
     }
 
-    pub fn listxattr(&self, id: u64, size: u32) -> SysResult<XattrReply> {
+    /// `caller_uid`: the kernel lists `trusted.*` names only to privileged callers.
+    pub fn listxattr(&self, id: u64, size: u32, caller_uid: u32) -> SysResult<XattrReply> {
         let node = self.node(id)?;
         let names = sys::list_xattr(node.read().top_fd())?;
         let mut out = Vec::new();
-        for name in names.iter().filter(|n| !self.hidden(n)) {
+        let visible = |n: &&std::ffi::OsString| {
+            !self.hidden(n) && (caller_uid == 0 || !n.as_bytes().starts_with(b"trusted."))
+        };
+        for name in names.iter().filter(visible) {
             out.extend_from_slice(name.as_bytes());
             out.push(0);
         }
