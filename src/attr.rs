@@ -43,7 +43,7 @@ fn time_spec(t: Option<TimeOrNow>) -> TimeSpec {
 impl Overlay {
     /// Whether every change asked for is already in place (ctime is never set explicitly).
     fn changes_nothing(&self, node: &crate::inode::Node, changes: &AttrChanges) -> SysResult<bool> {
-        let st = sys::stat_fd(node.read().top_fd())?;
+        let st = sys::stat_fd(node.read().top_fd()?.as_fd())?;
         let same_time = |t: Option<TimeOrNow>, secs: i64, nsecs: u64| match time_spec(t) {
             None => true,
             Some(Some((s, ns))) => s == secs && ns as u64 == nsecs,
@@ -75,7 +75,8 @@ impl Overlay {
         }
         self.copy_up(&node)?;
         let state = node.read();
-        let fd = state.top_fd();
+        let fd_ref = state.top_fd()?;
+        let fd = fd_ref.as_fd();
         if changes.uid.is_some() || changes.gid.is_some() {
             let uid = match changes.uid {
                 Some(u) => Some(self.ids.uid_to_host(u).ok_or(Errno::INVAL)?),

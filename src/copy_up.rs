@@ -141,8 +141,10 @@ impl Overlay {
         }
         let name = state.name.clone();
         let parent_state = parent.read();
-        let upper_dir = parent_state.top_fd();
-        let src = state.top_fd();
+        let upper_dir_ref = parent_state.top_fd()?;
+        let upper_dir = upper_dir_ref.as_fd();
+        let src_ref = state.top_fd()?;
+        let src = src_ref.as_fd();
         let st = sys::stat_fd(src)?;
         let upper_fd = match self.copy_up_object(src, &st, upper_dir, &name, node.ino) {
             Ok(fd) => fd,
@@ -183,7 +185,7 @@ impl Overlay {
             .flatten();
         let upper = LayerObject {
             layer: 0,
-            fd: upper_fd,
+            fd: crate::lookup::ObjFd::Open(upper_fd),
         };
         if node.is_dir() {
             state.objects.insert(0, upper);

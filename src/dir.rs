@@ -36,7 +36,7 @@ impl Overlay {
     /// Copies `node` up and returns a duplicate of its upper fd (no lock held afterwards).
     fn upper_fd_of(&self, node: &Arc<Node>) -> SysResult<OwnedFd> {
         self.copy_up(node)?;
-        node.read().top().fd.try_clone().map_err(|_| Errno::MFILE)
+        node.read().top().fd.owned_clone()
     }
 
     fn dir_node(&self, id: u64) -> SysResult<Arc<Node>> {
@@ -195,7 +195,10 @@ impl Overlay {
         let st = sys::stat_fd(fd.as_fd())?;
         let ino = self.stack.stable_ino(0, st.st_ino);
         let state = NodeState {
-            objects: vec![crate::lookup::LayerObject { layer: 0, fd }],
+            objects: vec![crate::lookup::LayerObject {
+                layer: 0,
+                fd: crate::lookup::ObjFd::Open(fd),
+            }],
             parent: Some(parent.clone()),
             name: name.to_owned(),
         };
@@ -368,7 +371,7 @@ impl Overlay {
     fn copy_up_tree(&self, node: &Arc<Node>) -> SysResult<()> {
         self.copy_up(node)?;
         // Filling the directory must not change the times users see on it.
-        let times = sys::stat_fd(node.read().top_fd())?;
+        let times = sys::stat_fd(node.read().top_fd()?.as_fd())?;
         let entries = {
             let state = node.read();
             readdir::list(&self.stack, &state.layer_fds())?
@@ -386,7 +389,8 @@ impl Overlay {
             }
         }
         let mut state = node.write();
-        let upper = state.top_fd();
+        let upper_ref = state.top_fd()?;
+        let upper = upper_ref.as_fd();
         // An opaque upper directory must hold no whiteouts: the kernel lists a directory
         // that merges nothing as it is on disk.
         whiteout::remove_whiteouts(upper)?;
@@ -465,12 +469,12 @@ impl Overlay {
         if exchange {
             // A directory landing where a lower layer shows the same name must hide it.
             if src_is_dir && self.lower_has(&new_dir, newname)? {
-                whiteout::set_opaque(self.xattr_ns, src_node.read().top_fd())?;
+                whiteout::set_opaque(self.xattr_ns, src_node.read().top_fd()?.as_fd())?;
             }
             if let Some((node, true)) = &dst_node
                 && self.lower_has(&old_dir, oldname)?
             {
-                whiteout::set_opaque(self.xattr_ns, node.read().top_fd())?;
+                whiteout::set_opaque(self.xattr_ns, node.read().top_fd()?.as_fd())?;
             }
             sys::rename_at(
                 old_upper,
@@ -482,10 +486,10 @@ impl Overlay {
         } else {
             self.prepare_target(&new_dir, new_upper, newname, src_is_dir, &src_node)?;
             let whiteout_old = self.lower_has(&old_dir, oldname)?;
-            // RENAME_WHITEOUT leaves the 0/0 whiteout in the same atomic step; where it is
-            // refused (or another whiteout form is configured) the whiteout follows the rename.
+            // RENAME_WHITEOUT leaves a 0/0 whiteout in the same atomic step (another configured
+            // form then replaces it, atomically too); where it is refused, the whiteout
+            // follows the rename.
             let atomic = whiteout_old
-                && self.whiteout_mode == WhiteoutMode::Chardev
                 && sys::rename_at(
                     old_upper,
                     oldname,
@@ -494,6 +498,9 @@ impl Overlay {
                     RenameFlags::WHITEOUT,
                 )
                 .is_ok();
+            if atomic && self.whiteout_mode == WhiteoutMode::Xattr {
+                self.whiteout_name(old_upper, oldname, true)?;
+            }
             if !atomic {
                 sys::rename_at(old_upper, oldname, new_upper, newname, RenameFlags::empty())?;
                 if whiteout_old {
@@ -532,7 +539,7 @@ impl Overlay {
             _ => {}
         }
         if src_is_dir && self.lower_has(new_dir, newname)? {
-            whiteout::set_opaque(self.xattr_ns, src_node.read().top_fd())?;
+            whiteout::set_opaque(self.xattr_ns, src_node.read().top_fd()?.as_fd())?;
         }
         Ok(())
     }
@@ -562,7 +569,7 @@ impl Overlay {
         let dirs: Vec<_> = dir
             .objects
             .iter()
-            .map(|o| (o.layer, o.fd.as_fd()))
+            .filter_map(|o| Some((o.layer, o.fd.held()?)))
             .collect();
         if readdir::list(&self.stack, &dirs)?.is_empty() {
             Ok(())
@@ -585,7 +592,10 @@ impl Overlay {
         state.name = new_name.to_owned();
         if node.is_dir() && self.stack.is_upper(state.top().layer) {
             // The moved directory is opaque or upper-only now: it no longer merges below.
-            let opaque = whiteout::is_opaque_dir(state.top_fd()).unwrap_or(false);
+            let opaque = state
+                .top_fd()
+                .and_then(|fd| whiteout::is_opaque_dir(fd.as_fd()))
+                .unwrap_or(false);
             if opaque {
                 state.objects.truncate(1);
             }

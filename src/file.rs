@@ -127,7 +127,10 @@ impl Overlay {
         }
         let (layer, fd) = {
             let state = node.read();
-            (state.top().layer, self.open_real(state.top_fd(), flags)?)
+            (
+                state.top().layer,
+                self.open_real(state.top_fd()?.as_fd(), flags)?,
+            )
         };
         Ok(self.register_open(node, layer, fd, make_backing))
     }
@@ -196,7 +199,7 @@ impl Overlay {
         if !self.stack.is_upper(state.top().layer) {
             return Ok(None);
         }
-        sys::reopen(state.top_fd(), OFlags::RDONLY).map(Some)
+        sys::reopen(state.top_fd()?.as_fd(), OFlags::RDONLY).map(Some)
     }
 
     pub fn release(&self, fh: u64) {
@@ -282,7 +285,7 @@ impl Overlay {
                 if !self.stack.is_upper(state.top().layer) {
                     return Ok(());
                 }
-                let dir = sys::reopen(state.top_fd(), OFlags::RDONLY | OFlags::DIRECTORY)?;
+                let dir = sys::reopen(state.top_fd()?.as_fd(), OFlags::RDONLY | OFlags::DIRECTORY)?;
                 sys::fsync(dir.as_fd(), datasync)
             }
         }

@@ -131,7 +131,7 @@ impl Overlay {
             return Ok(());
         }
         self.copy_up(&dir)?;
-        let upper_dir = dir.read().top().fd.try_clone().map_err(|_| Errno::MFILE)?;
+        let upper_dir = dir.read().top().fd.owned_clone()?;
         let work = self.work_fd()?;
         let tmp = temp_name();
         sys::link_fd_at(upper_file, work, &tmp)?;

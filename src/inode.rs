@@ -7,11 +7,12 @@
 
 use std::collections::HashMap;
 use std::ffi::OsString;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use crate::lookup::LayerObject;
+use crate::lookup::{FdRef, LayerObject};
+use crate::sys::SysResult;
 
 pub const ROOT_ID: u64 = 1;
 const SHARDS: usize = 32;
@@ -32,15 +33,16 @@ impl NodeState {
         &self.objects[0]
     }
 
-    pub fn top_fd(&self) -> BorrowedFd<'_> {
-        self.objects[0].fd.as_fd()
+    /// An fd of the topmost object (opened for the call if the node holds none).
+    pub fn top_fd(&self) -> SysResult<FdRef<'_>> {
+        self.objects[0].fd.get()
     }
 
-    /// `(layer, fd)` of every merged object, topmost first.
+    /// `(layer, fd)` of every merged directory, topmost first (directories hold their fds).
     pub fn layer_fds(&self) -> Vec<(usize, BorrowedFd<'_>)> {
         self.objects
             .iter()
-            .map(|o| (o.layer, o.fd.as_fd()))
+            .filter_map(|o| Some((o.layer, o.fd.held()?)))
             .collect()
     }
 }

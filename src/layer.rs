@@ -11,7 +11,7 @@ pub struct Layer {
     pub index: usize,
     pub path: PathBuf,
     /// `O_PATH` fd of the layer's root directory; every lookup in the layer starts here.
-    pub root: OwnedFd,
+    pub root: std::sync::Arc<OwnedFd>,
     /// st_dev of the root; objects of this layer are reported with inode numbers built from it.
     pub dev: u64,
     /// Small index of `dev` among the distinct devices of all layers (see [`crate::inode`]).
@@ -21,7 +21,7 @@ pub struct Layer {
 
 impl Layer {
     pub fn open(index: usize, path: &Path, writable: bool) -> SysResult<Layer> {
-        let root = sys::open_layer_root(path)?;
+        let root = std::sync::Arc::new(sys::open_layer_root(path)?);
         let dev = sys::stat_fd(root.as_fd())?.st_dev;
         Ok(Layer {
             index,

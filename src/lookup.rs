@@ -4,9 +4,10 @@
 //! directories of the same name below it until one is opaque, a whiteout is met, or a lower
 //! layer holds a non-directory there (which then is ignored, as the kernel does).
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::{CString, OsStr, OsString};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::sync::Arc;
 
 use crate::layer::LayerStack;
 use crate::sys::{self, Errno, Stat, SysResult};
@@ -16,8 +17,57 @@ use crate::whiteout;
 #[derive(Debug)]
 pub struct LayerObject {
     pub layer: usize,
-    /// `O_PATH | O_NOFOLLOW` handle.
-    pub fd: OwnedFd,
+    pub fd: ObjFd,
+}
+
+/// How a node reaches one of its layer objects.
+#[derive(Debug)]
+pub enum ObjFd {
+    /// An `O_PATH | O_NOFOLLOW` fd held for the node's life (directories, upper objects).
+    Open(OwnedFd),
+    /// A non-directory of an (immutable) lower layer: its path from the layer root, opened
+    /// on demand. Holding no fd keeps big trees within the open-file limit.
+    Path { root: Arc<OwnedFd>, path: CString },
+}
+
+/// An fd borrowed from a node or opened for one request.
+pub enum FdRef<'a> {
+    Borrowed(BorrowedFd<'a>),
+    Owned(OwnedFd),
+}
+
+impl FdRef<'_> {
+    pub fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            FdRef::Borrowed(fd) => *fd,
+            FdRef::Owned(fd) => fd.as_fd(),
+        }
+    }
+}
+
+impl ObjFd {
+    pub fn get(&self) -> SysResult<FdRef<'_>> {
+        match self {
+            ObjFd::Open(fd) => Ok(FdRef::Borrowed(fd.as_fd())),
+            ObjFd::Path { root, path } => sys::open_beneath(root.as_fd(), path).map(FdRef::Owned),
+        }
+    }
+
+    /// An fd of the object owned by the caller (a dup, or a fresh open).
+    pub fn owned_clone(&self) -> SysResult<OwnedFd> {
+        match self.get()? {
+            FdRef::Borrowed(fd) => fd.try_clone_to_owned().map_err(|_| Errno::MFILE),
+            FdRef::Owned(fd) => Ok(fd),
+        }
+    }
+
+    /// The held fd (directories and upper objects always have one).
+    pub fn held(&self) -> Option<BorrowedFd<'_>> {
+        match self {
+            ObjFd::Open(fd) => Some(fd.as_fd()),
+            ObjFd::Path { .. } => None,
+        }
+    }
 }
 
 /// The result of a successful lookup.
@@ -160,7 +210,10 @@ impl Merge {
             if self.origin.is_none() && !stack.is_upper(layer) {
                 self.origin = Some((layer, st.st_ino));
             }
-            self.objects.push(LayerObject { layer, fd });
+            self.objects.push(LayerObject {
+                layer,
+                fd: ObjFd::Open(fd),
+            });
         }
     }
 }
@@ -221,7 +274,10 @@ pub fn lookup(
         };
         let mut m = Merge {
             stat: st,
-            objects: vec![LayerObject { layer, fd }],
+            objects: vec![LayerObject {
+                layer,
+                fd: ObjFd::Open(fd),
+            }],
             origin,
         };
         if let Some(markers) = markers {
@@ -236,7 +292,10 @@ pub fn lookup(
         }
         let ino = match m.origin {
             Some((layer, real_ino)) => stack.stable_ino(layer, real_ino),
-            None => recorded_ino(stack, m.objects[0].fd.as_fd())
+            None => m.objects[0]
+                .fd
+                .held()
+                .and_then(|fd| recorded_ino(stack, fd))
                 .unwrap_or_else(|| stack.stable_ino(m.objects[0].layer, m.stat.st_ino)),
         };
         return Ok(Some(Resolved {

@@ -70,10 +70,10 @@ impl Overlay {
         };
         let mut objects = Vec::new();
         for layer in &stack.layers {
-            let fd = layer.root.try_clone()?;
+            let fd = layer.root.as_fd().try_clone_to_owned()?;
             objects.push(LayerObject {
                 layer: layer.index,
-                fd,
+                fd: lookup::ObjFd::Open(fd),
             });
         }
         let first_lower = stack.first_lower();
@@ -132,10 +132,13 @@ impl Overlay {
             // ".." in a layer root would step outside the layer.
             return Err(Errno::INVAL);
         }
-        let resolved = {
+        let mut resolved = {
             let state = parent_node.read();
             lookup::lookup(&self.stack, &state.layer_fds(), name)?
         };
+        if let Some(r) = &mut resolved {
+            self.release_lower_fd(r);
+        }
         let resolved = resolved.ok_or(Errno::NOENT)?;
         let file_type = resolved.stat.st_mode & libc::S_IFMT;
         let state = NodeState {
@@ -148,6 +151,24 @@ impl Overlay {
         Ok(self.attr_from_stat(&node, &resolved.stat, merged))
     }
 
+    /// A non-directory found in a lower layer is immutable while mounted: the node keeps its
+    /// path from the layer root instead of an fd, so huge trees stay within the open-file
+    /// limit (the fd table would otherwise hold one entry per file the kernel caches).
+    fn release_lower_fd(&self, resolved: &mut lookup::Resolved) {
+        if resolved.is_dir() || self.stack.is_upper(resolved.objects[0].layer) {
+            return;
+        }
+        let top = &mut resolved.objects[0];
+        let layer = &self.stack.layers[top.layer];
+        let Some(fd) = top.fd.held() else { return };
+        if let Some(path) = sys::path_below(fd, &layer.path) {
+            top.fd = lookup::ObjFd::Path {
+                root: layer.root.clone(),
+                path,
+            };
+        }
+    }
+
     pub fn forget(&self, id: u64, n: u64) {
         self.inodes.forget(id, n);
     }
@@ -155,7 +176,7 @@ impl Overlay {
     pub fn getattr(&self, id: u64) -> SysResult<FileAttr> {
         let node = self.node(id)?;
         let state = node.read();
-        let st = sys::stat_fd(state.top_fd())?;
+        let st = sys::stat_fd(state.top_fd()?.as_fd())?;
         Ok(self.attr_from_stat(&node, &st, state.objects.len() > 1))
     }
 
@@ -193,7 +214,7 @@ impl Overlay {
         if node.file_type != libc::S_IFLNK {
             return Err(Errno::INVAL);
         }
-        sys::readlink_fd(node.read().top_fd())
+        sys::readlink_fd(node.read().top_fd()?.as_fd())
     }
 
     /// Statistics of the upper filesystem (where writes go), else of the top lower.
@@ -215,7 +236,7 @@ impl Overlay {
         } else {
             mask & !(libc::W_OK as u32)
         };
-        sys::access_fd(state.top_fd(), mask)
+        sys::access_fd(state.top_fd()?.as_fd(), mask)
     }
 
     /// Attributes for the `.` and `..` entries of readdirplus (the kernel only reads the

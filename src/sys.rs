@@ -601,3 +601,28 @@ pub fn raise_fd_limit() -> u64 {
 pub fn lazy_unmount(path: &std::path::Path) -> SysResult<()> {
     rustix::mount::unmount(path, rustix::mount::UnmountFlags::DETACH)
 }
+
+/// Opens `path` below `root` as `O_PATH`, refusing symlinks anywhere on the way and any
+/// escape from `root` (openat2 `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`).
+pub fn open_beneath(root: BorrowedFd<'_>, path: &CStr) -> SysResult<OwnedFd> {
+    use rustix::fs::ResolveFlags;
+    rustix::fs::openat2(
+        root,
+        path,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+    )
+}
+
+/// The path of the object behind `fd` relative to `root` (from /proc/self/fd), if it lies
+/// below it and is still reachable there.
+pub fn path_below(fd: BorrowedFd<'_>, root: &std::path::Path) -> Option<CString> {
+    let link = std::fs::read_link(proc_fd_path(fd).to_str().ok()?).ok()?;
+    let rel = link.strip_prefix(root).ok()?;
+    let rel = rel.as_os_str().as_bytes();
+    if rel.is_empty() || link.as_os_str().as_bytes().ends_with(b" (deleted)") {
+        return None;
+    }
+    CString::new(rel).ok()
+}

@@ -5,7 +5,7 @@ use std::ffi::OsStr;
 use std::os::fd::BorrowedFd;
 use std::os::unix::ffi::OsStrExt;
 
-use crate::sys::{self, Stat, SysResult};
+use crate::sys::{self, Errno, Stat, SysResult};
 
 /// AUFS whiteout prefix (`.wh.NAME` hides NAME in lower layers).
 pub const AUFS_PREFIX: &[u8] = b".wh.";
@@ -234,8 +234,15 @@ pub fn mark_may_hold_xattr_whiteouts(ns: XattrNamespace, dir: BorrowedFd<'_>) ->
 }
 
 /// Marks an upper directory opaque: the same directory in lower layers is hidden.
+/// On a filesystem without xattrs, the AUFS `.wh..wh..opq` marker is written instead.
 pub fn set_opaque(ns: XattrNamespace, dir: BorrowedFd<'_>) -> SysResult<()> {
-    sys::set_xattr(dir, OsStr::new(ns.opaque()), b"y", 0)
+    match sys::set_xattr(dir, OsStr::new(ns.opaque()), b"y", 0) {
+        Err(Errno::OPNOTSUPP) => {
+            let flags = rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CREATE;
+            sys::open_at(dir, OsStr::from_bytes(AUFS_OPAQUE), flags, 0o600).map(drop)
+        }
+        other => other,
+    }
 }
 
 /// Whether the upper entry `name` in `dir` is a whiteout of any format (AUFS included).

@@ -40,7 +40,7 @@ impl Overlay {
         }
         let node = self.node(id)?;
         let state = node.read();
-        let value = sys::get_xattr_raw(state.top_fd(), name, size as usize)?;
+        let value = sys::get_xattr_raw(state.top_fd()?.as_fd(), name, size as usize)?;
         if size == 0 {
             return Ok(XattrReply::Size(value.len() as u32));
         }
@@ -50,7 +50,7 @@ impl Overlay {
     /// `caller_uid`: the kernel lists `trusted.*` names only to privileged callers.
     pub fn listxattr(&self, id: u64, size: u32, caller_uid: u32) -> SysResult<XattrReply> {
         let node = self.node(id)?;
-        let names = sys::list_xattr(node.read().top_fd())?;
+        let names = sys::list_xattr(node.read().top_fd()?.as_fd())?;
         let mut out = Vec::new();
         let visible = |n: &&std::ffi::OsString| {
             !self.hidden(n) && (caller_uid == 0 || !n.as_bytes().starts_with(b"trusted."))
@@ -79,11 +79,11 @@ impl Overlay {
 
     pub fn setxattr(&self, id: u64, name: &OsStr, value: &[u8], flags: i32) -> SysResult<()> {
         let node = self.xattr_target(id, name)?;
-        sys::set_xattr(node.read().top_fd(), name, value, flags)
+        sys::set_xattr(node.read().top_fd()?.as_fd(), name, value, flags)
     }
 
     pub fn removexattr(&self, id: u64, name: &OsStr) -> SysResult<()> {
         let node = self.xattr_target(id, name)?;
-        sys::remove_xattr(node.read().top_fd(), name)
+        sys::remove_xattr(node.read().top_fd()?.as_fd(), name)
     }
 }

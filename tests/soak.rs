@@ -1,0 +1,1083 @@
+//! Soak and memory (issue 6 §8, §9):
+//!
+//! - `soak_fsstress_and_fsx`: four fsstress-style threads run random operations through the
+//!   mount, each in its own subtree (seeded from the lower layer, so copy-ups, whiteouts and
+//!   directory renames happen) checked against an in-memory model after every operation
+//!   (content, size, mode, xattrs, listings, symlink targets: a file just created must be
+//!   there), plus racing operations on shared names where only "lost race" errnos are
+//!   tolerated; meanwhile an fsx-style thread runs random writes, truncates, hole punches,
+//!   reopens and reads (through separate descriptors too) on one lower file against a byte
+//!   model. No divergence, no hang (watchdog), no daemon crash; the final trees are verified,
+//!   then again after a remount, and the lower layer must be unchanged.
+//! - `memory_*`: walk a generated lower tree (stat of every entry) through the mount, report the
+//!   daemon's peak RSS (VmHWM) and descriptors, let the kernel forget the inodes
+//!   (`echo 2 > /proc/sys/vm/drop_caches`) and require the daemon's RSS below 200 MiB and its
+//!   per-node descriptors released; inode numbers must be the same after the forget.
+//!
+//! CI: `cargo test --test soak` (30 s soak, 100,000 entries).
+//! Long: `OVLFS_SOAK_SECS=600 OVLFS_MEM_ENTRIES=1000000 cargo test --release --test soak -- --nocapture`
+//! Other knobs: `OVLFS_SOAK_SEED` (default 1), `OVLFS_TEST_BIN`.
+
+mod common;
+
+use common::*;
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    match std::env::var(name) {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={v:?} is not a number")),
+        Err(_) => default,
+    }
+}
+
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        if n == 0 { 0 } else { self.next() % n }
+    }
+
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        let mut v = vec![0u8; n];
+        for chunk in v.chunks_mut(8) {
+            let x = self.next().to_le_bytes();
+            chunk.copy_from_slice(&x[..chunk.len()]);
+        }
+        v
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// fsstress-style threads with a model of their own subtree
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Clone, Debug, PartialEq)]
+enum MNode {
+    Dir {
+        mode: u32,
+    },
+    File {
+        data: Vec<u8>,
+        mode: u32,
+        xattr: Option<Vec<u8>>,
+    },
+    Link(PathBuf),
+}
+
+/// Relative path (inside the thread's subtree) → node.
+type Model = BTreeMap<PathBuf, MNode>;
+
+fn model_from_disk(root: &Path) -> Model {
+    let mut m = Model::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        for e in fs::read_dir(root.join(&rel)).expect("read_dir") {
+            let e = e.expect("entry");
+            let crel = rel.join(e.file_name());
+            let md = fs::symlink_metadata(e.path()).expect("lstat");
+            let node = if md.is_dir() {
+                stack.push(crel.clone());
+                MNode::Dir {
+                    mode: md.mode() & 0o7777,
+                }
+            } else if md.file_type().is_symlink() {
+                MNode::Link(fs::read_link(e.path()).expect("readlink"))
+            } else {
+                MNode::File {
+                    data: fs::read(e.path()).expect("read"),
+                    mode: md.mode() & 0o7777,
+                    xattr: get_xattr(&e.path(), "user.soak").ok(),
+                }
+            };
+            m.insert(crel, node);
+        }
+    }
+    m
+}
+
+fn children(m: &Model, dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = m
+        .keys()
+        .filter(|k| k.parent() == Some(dir))
+        .map(|k| k.file_name().expect("name").to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+fn list(dir: &Path) -> io::Result<Vec<String>> {
+    let mut v = Vec::new();
+    for e in fs::read_dir(dir)? {
+        v.push(e?.file_name().to_string_lossy().into_owned());
+    }
+    v.sort();
+    Ok(v)
+}
+
+/// Compares the whole subtree at `root` with the model; differences as text.
+fn verify_tree(root: &Path, m: &Model) -> Vec<String> {
+    let mut d = Vec::new();
+    let mut actual = Vec::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        match fs::read_dir(root.join(&rel)) {
+            Ok(rd) => {
+                for e in rd {
+                    match e {
+                        Ok(e) => {
+                            let crel = rel.join(e.file_name());
+                            if fs::symlink_metadata(e.path()).is_ok_and(|m| m.is_dir()) {
+                                stack.push(crel.clone());
+                            }
+                            actual.push(crel);
+                        }
+                        Err(err) => d.push(format!("readdir /{}: {err}", rel.display())),
+                    }
+                }
+            }
+            Err(e) => d.push(format!("readdir /{}: {e}", rel.display())),
+        }
+    }
+    actual.sort();
+    let expected: Vec<PathBuf> = m.keys().cloned().collect();
+    if actual != expected {
+        let extra: Vec<_> = actual.iter().filter(|p| !m.contains_key(*p)).collect();
+        let missing: Vec<_> = expected.iter().filter(|p| !actual.contains(p)).collect();
+        d.push(format!(
+            "entries differ: unexpected {extra:?}, missing {missing:?}"
+        ));
+    }
+    for (rel, node) in m {
+        let p = root.join(rel);
+        let md = match fs::symlink_metadata(&p) {
+            Ok(md) => md,
+            Err(e) => {
+                d.push(format!("/{}: lstat: {e}", rel.display()));
+                continue;
+            }
+        };
+        match node {
+            MNode::Dir { mode } => {
+                if !md.is_dir() || md.mode() & 0o7777 != *mode {
+                    d.push(format!(
+                        "/{}: dir mode {:o} expected {mode:o}",
+                        rel.display(),
+                        md.mode()
+                    ));
+                }
+            }
+            MNode::Link(t) => {
+                if fs::read_link(&p).ok().as_ref() != Some(t) {
+                    d.push(format!("/{}: symlink target differs", rel.display()));
+                }
+            }
+            MNode::File { data, mode, xattr } => {
+                let got = fs::read(&p);
+                if got.as_ref().ok() != Some(data) {
+                    d.push(format!(
+                        "/{}: content differs ({:?} bytes, expected {})",
+                        rel.display(),
+                        got.map(|g| g.len()),
+                        data.len()
+                    ));
+                }
+                if md.mode() & 0o7777 != *mode {
+                    d.push(format!(
+                        "/{}: mode {:o} expected {mode:o}",
+                        rel.display(),
+                        md.mode() & 0o7777
+                    ));
+                }
+                if get_xattr(&p, "user.soak").ok() != *xattr {
+                    d.push(format!("/{}: user.soak xattr differs", rel.display()));
+                }
+            }
+        }
+    }
+    d
+}
+
+struct Stresser {
+    root: PathBuf,
+    shared: PathBuf,
+    model: Model,
+    rng: Rng,
+    log: Vec<String>,
+    n: u64,
+    tid: usize,
+}
+
+impl Stresser {
+    fn pick(&mut self, want: impl Fn(&MNode) -> bool) -> Option<PathBuf> {
+        let v: Vec<&PathBuf> = self
+            .model
+            .iter()
+            .filter(|(_, n)| want(n))
+            .map(|(k, _)| k)
+            .collect();
+        if v.is_empty() {
+            None
+        } else {
+            Some(v[self.rng.below(v.len() as u64) as usize].clone())
+        }
+    }
+
+    fn pick_dir(&mut self) -> PathBuf {
+        // The subtree root (empty path) or a directory.
+        if self.rng.below(3) == 0 {
+            return PathBuf::new();
+        }
+        self.pick(|n| matches!(n, MNode::Dir { .. }))
+            .unwrap_or_default()
+    }
+
+    fn fail(&self, what: String) -> ! {
+        panic!(
+            "soak thread {} diverged at operation {}: {what}\n  last operations:\n    {}",
+            self.tid,
+            self.n,
+            self.log[self.log.len().saturating_sub(30)..].join("\n    ")
+        );
+    }
+
+    fn check<T>(&self, what: &str, r: io::Result<T>) -> T {
+        r.unwrap_or_else(|e| self.fail(format!("{what}: {e}")))
+    }
+
+    fn fresh_name(&mut self) -> String {
+        format!("n{}_{}", self.tid, self.n)
+    }
+
+    /// One modelled operation; every result is checked.
+    fn step(&mut self) {
+        self.n += 1;
+        let op = self.rng.below(18);
+        match op {
+            0 | 1 => {
+                let dir = self.pick_dir();
+                let rel = dir.join(self.fresh_name());
+                let len = self.rng.below(20000) as usize;
+                let data = self.rng.bytes(len);
+                self.log
+                    .push(format!("create {} ({len} bytes)", rel.display()));
+                self.check("create", fs::write(self.root.join(&rel), &data));
+                // Must be there at once, with its content.
+                let back = self.check("read just-created file", fs::read(self.root.join(&rel)));
+                if back != data {
+                    self.fail(format!(
+                        "just-created {} reads back differently",
+                        rel.display()
+                    ));
+                }
+                self.model.insert(
+                    rel,
+                    MNode::File {
+                        data,
+                        mode: 0o644,
+                        xattr: None,
+                    },
+                );
+            }
+            2 | 3 => {
+                let Some(rel) = self.pick(|n| matches!(n, MNode::File { .. })) else {
+                    return;
+                };
+                let off = self.rng.below(30000);
+                let len = self.rng.below(8000) as usize + 1;
+                let buf = self.rng.bytes(len);
+                self.log
+                    .push(format!("pwrite {} @{off} +{len}", rel.display()));
+                let f = self.check(
+                    "open rw",
+                    fs::OpenOptions::new()
+                        .write(true)
+                        .open(self.root.join(&rel)),
+                );
+                self.check("pwrite", f.write_all_at(&buf, off));
+                drop(f);
+                if let Some(MNode::File { data, .. }) = self.model.get_mut(&rel) {
+                    let end = off as usize + len;
+                    if data.len() < end {
+                        data.resize(end, 0);
+                    }
+                    data[off as usize..end].copy_from_slice(&buf);
+                }
+            }
+            4 => {
+                let Some(rel) = self.pick(|n| matches!(n, MNode::File { .. })) else {
+                    return;
+                };
+                let size = self.rng.below(25000);
+                self.log.push(format!("truncate {} {size}", rel.display()));
+                let f = self.check(
+                    "open",
+                    fs::OpenOptions::new()
+                        .write(true)
+                        .open(self.root.join(&rel)),
+                );
+                self.check("ftruncate", f.set_len(size));
+                if let Some(MNode::File { data, .. }) = self.model.get_mut(&rel) {
+                    data.resize(size as usize, 0);
+                }
+            }
+            5 | 6 => {
+                let Some(rel) = self.pick(|n| matches!(n, MNode::File { .. })) else {
+                    return;
+                };
+                self.log.push(format!("read {}", rel.display()));
+                let got = self.check("read", fs::read(self.root.join(&rel)));
+                let md = self.check("stat", fs::metadata(self.root.join(&rel)));
+                if let Some(MNode::File { data, mode, .. }) = self.model.get(&rel) {
+                    if &got != data {
+                        self.fail(format!(
+                            "{}: read {} bytes, model has {} (first difference at {:?})",
+                            rel.display(),
+                            got.len(),
+                            data.len(),
+                            got.iter().zip(data.iter()).position(|(a, b)| a != b)
+                        ));
+                    }
+                    if md.len() != data.len() as u64 || md.mode() & 0o7777 != *mode {
+                        self.fail(format!(
+                            "{}: stat size {} mode {:o}, model {} {mode:o}",
+                            rel.display(),
+                            md.len(),
+                            md.mode() & 0o7777,
+                            data.len()
+                        ));
+                    }
+                }
+            }
+            7 => {
+                let Some(rel) = self.pick(|n| !matches!(n, MNode::Dir { .. })) else {
+                    return;
+                };
+                self.log.push(format!("unlink {}", rel.display()));
+                self.check("unlink", fs::remove_file(self.root.join(&rel)));
+                self.model.remove(&rel);
+                if fs::symlink_metadata(self.root.join(&rel)).is_ok() {
+                    self.fail(format!("{} still exists after unlink", rel.display()));
+                }
+            }
+            8 => {
+                let dir = self.pick_dir();
+                let rel = dir.join(self.fresh_name());
+                self.log.push(format!("mkdir {}", rel.display()));
+                self.check("mkdir", fs::create_dir(self.root.join(&rel)));
+                self.check(
+                    "chmod",
+                    fs::set_permissions(self.root.join(&rel), fs::Permissions::from_mode(0o755)),
+                );
+                self.model.insert(rel, MNode::Dir { mode: 0o755 });
+            }
+            9 => {
+                // rmdir of an empty directory, or ENOTEMPTY of a non-empty one.
+                let Some(rel) = self.pick(|n| matches!(n, MNode::Dir { .. })) else {
+                    return;
+                };
+                let empty = children(&self.model, &rel).is_empty();
+                self.log
+                    .push(format!("rmdir {} (empty: {empty})", rel.display()));
+                let r = fs::remove_dir(self.root.join(&rel));
+                if empty {
+                    self.check("rmdir", r);
+                    self.model.remove(&rel);
+                } else if errno(&r) != Some(libc::ENOTEMPTY) {
+                    self.fail(format!("rmdir of non-empty {}: {r:?}", rel.display()));
+                }
+            }
+            10 | 11 => {
+                // rename a file or symlink (to a new name, or over another file).
+                let Some(from) = self.pick(|n| !matches!(n, MNode::Dir { .. })) else {
+                    return;
+                };
+                let to = if self.rng.below(2) == 0 {
+                    self.pick(|n| matches!(n, MNode::File { .. }))
+                        .unwrap_or_else(|| PathBuf::from("x"))
+                } else {
+                    let dir = self.pick_dir();
+                    dir.join(self.fresh_name())
+                };
+                if from == to {
+                    return;
+                }
+                self.log
+                    .push(format!("rename {} -> {}", from.display(), to.display()));
+                self.check(
+                    "rename",
+                    fs::rename(self.root.join(&from), self.root.join(&to)),
+                );
+                let node = self.model.remove(&from).expect("from");
+                self.model.insert(to.clone(), node);
+                if fs::symlink_metadata(self.root.join(&from)).is_ok() {
+                    self.fail(format!("{} still exists after rename", from.display()));
+                }
+            }
+            12 => {
+                // rename a directory (a lower one copies its tree up) to a new name.
+                let Some(from) = self.pick(|n| matches!(n, MNode::Dir { .. })) else {
+                    return;
+                };
+                let dir = self.pick_dir();
+                if dir.starts_with(&from) {
+                    return;
+                }
+                let to = dir.join(self.fresh_name());
+                self.log
+                    .push(format!("rename dir {} -> {}", from.display(), to.display()));
+                self.check(
+                    "rename dir",
+                    fs::rename(self.root.join(&from), self.root.join(&to)),
+                );
+                let keys: Vec<PathBuf> = self
+                    .model
+                    .keys()
+                    .filter(|k| k.starts_with(&from))
+                    .cloned()
+                    .collect();
+                for k in keys {
+                    let v = self.model.remove(&k).expect("key");
+                    let rest = k.strip_prefix(&from).expect("prefix").to_path_buf();
+                    let nk = if rest.as_os_str().is_empty() {
+                        to.clone()
+                    } else {
+                        to.join(rest)
+                    };
+                    self.model.insert(nk, v);
+                }
+            }
+            13 => {
+                let dir = self.pick_dir();
+                let rel = dir.join(self.fresh_name());
+                let target = PathBuf::from(format!("target/{}", self.n));
+                self.log.push(format!("symlink {}", rel.display()));
+                self.check(
+                    "symlink",
+                    std::os::unix::fs::symlink(&target, self.root.join(&rel)),
+                );
+                let t = self.check("readlink", fs::read_link(self.root.join(&rel)));
+                if t != target {
+                    self.fail(format!("readlink {} gave {t:?}", rel.display()));
+                }
+                self.model.insert(rel, MNode::Link(target));
+            }
+            14 => {
+                let Some(rel) = self.pick(|n| matches!(n, MNode::File { .. })) else {
+                    return;
+                };
+                let m = [0o600, 0o640, 0o644, 0o755, 0o700][self.rng.below(5) as usize];
+                self.log.push(format!("chmod {} {m:o}", rel.display()));
+                self.check(
+                    "chmod",
+                    fs::set_permissions(self.root.join(&rel), fs::Permissions::from_mode(m)),
+                );
+                if let Some(MNode::File { mode, .. }) = self.model.get_mut(&rel) {
+                    *mode = m;
+                }
+            }
+            15 => {
+                let Some(rel) = self.pick(|n| matches!(n, MNode::File { .. })) else {
+                    return;
+                };
+                let n = self.rng.below(200) as usize + 1;
+                let v = self.rng.bytes(n);
+                self.log.push(format!("setxattr {}", rel.display()));
+                self.check(
+                    "setxattr",
+                    try_set_xattr(&self.root.join(&rel), "user.soak", &v),
+                );
+                let back = self.check("getxattr", get_xattr(&self.root.join(&rel), "user.soak"));
+                if back != v {
+                    self.fail(format!("getxattr {} after setxattr differs", rel.display()));
+                }
+                if let Some(MNode::File { xattr, .. }) = self.model.get_mut(&rel) {
+                    *xattr = Some(v);
+                }
+            }
+            16 => {
+                let dir = self.pick_dir();
+                self.log.push(format!("readdir {}", dir.display()));
+                let got = self.check("readdir", list(&self.root.join(&dir)));
+                let want = children(&self.model, &dir);
+                if got != want {
+                    self.fail(format!(
+                        "readdir /{}: {got:?}, model {want:?}",
+                        dir.display()
+                    ));
+                }
+            }
+            _ => self.shared_op(),
+        }
+    }
+
+    /// Racing operations on shared names: only lost-race errnos are acceptable.
+    fn shared_op(&mut self) {
+        let a = self.shared.join(format!("s{}", self.rng.below(10)));
+        let b = self.shared.join(format!("s{}", self.rng.below(10)));
+        let r: io::Result<()> = match self.rng.below(9) {
+            0 => fs::write(&a, b"shared"),
+            1 => fs::remove_file(&a),
+            2 => fs::rename(&a, &b),
+            3 => fs::create_dir(&a),
+            4 => fs::remove_dir(&a),
+            5 => fs::hard_link(&a, &b),
+            6 => fs::read_dir(&self.shared).map(|rd| {
+                for e in rd.flatten() {
+                    let _ = fs::symlink_metadata(e.path());
+                }
+            }),
+            7 => fs::OpenOptions::new()
+                .append(true)
+                .open(&a)
+                .and_then(|mut f| f.write_all(b"+")),
+            _ => fs::read(&a).map(drop),
+        };
+        if let Err(e) = r {
+            let ok = [
+                libc::ENOENT,
+                libc::EEXIST,
+                libc::ENOTEMPTY,
+                libc::ENOTDIR,
+                libc::EISDIR,
+                libc::EPERM, // link(2) of a directory
+            ];
+            if !e.raw_os_error().is_some_and(|c| ok.contains(&c)) {
+                self.fail(format!("shared operation on {}: {e}", a.display()));
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// fsx-style data integrity on one file
+// ---------------------------------------------------------------------------------------------
+
+struct Fsx {
+    path: PathBuf,
+    model: Vec<u8>,
+    file: fs::File,
+    reader: fs::File,
+    rng: Rng,
+    log: Vec<String>,
+    ops: u64,
+}
+
+const FSX_MAX: u64 = 1 << 20;
+
+impl Fsx {
+    fn fail(&self, what: String) -> ! {
+        panic!(
+            "fsx diverged at operation {} on {}: {what}\n  last operations:\n    {}",
+            self.ops,
+            self.path.display(),
+            self.log[self.log.len().saturating_sub(40)..].join("\n    ")
+        );
+    }
+
+    fn check<T>(&self, what: &str, r: io::Result<T>) -> T {
+        r.unwrap_or_else(|e| self.fail(format!("{what}: {e}")))
+    }
+
+    fn read_check(&mut self, through_reader: bool) {
+        let len = self.model.len() as u64;
+        let off = self.rng.below(len + 100);
+        let n = self.rng.below(70000) as usize + 1;
+        let mut buf = vec![0u8; n];
+        let f = if through_reader {
+            &self.reader
+        } else {
+            &self.file
+        };
+        let got = self.check("pread", read_at_full(f, &mut buf, off));
+        let want_end = (off as usize + n).min(self.model.len());
+        let want = if (off as usize) < self.model.len() {
+            &self.model[off as usize..want_end]
+        } else {
+            &[][..]
+        };
+        self.log.push(format!(
+            "read @{off} +{n} via {}: {got} bytes",
+            if through_reader { "reader" } else { "writer" }
+        ));
+        if &buf[..got] != want {
+            let first = buf[..got].iter().zip(want).position(|(a, b)| a != b);
+            self.fail(format!(
+                "read @{off} +{n}: got {got} bytes, expected {} (first bad byte at +{first:?})",
+                want.len()
+            ));
+        }
+    }
+
+    fn step(&mut self) {
+        self.ops += 1;
+        match self.rng.below(12) {
+            0..=3 => {
+                let off = self.rng.below(FSX_MAX);
+                let n = self.rng.below(65536) as usize + 1;
+                let data = self.rng.bytes(n);
+                self.log.push(format!("write @{off} +{n}"));
+                self.check("pwrite", self.file.write_all_at(&data, off));
+                let end = off as usize + n;
+                if self.model.len() < end {
+                    self.model.resize(end, 0);
+                }
+                self.model[off as usize..end].copy_from_slice(&data);
+            }
+            4 => {
+                let size = self.rng.below(FSX_MAX);
+                self.log.push(format!("ftruncate {size}"));
+                self.check("ftruncate", self.file.set_len(size));
+                self.model.resize(size as usize, 0);
+            }
+            5 => {
+                let off = self.rng.below(self.model.len() as u64 + 1);
+                let len = self.rng.below(100_000) + 1;
+                self.log.push(format!("punch hole @{off} +{len}"));
+                let r = rustix::fs::fallocate(
+                    &self.file,
+                    rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE,
+                    off,
+                    len,
+                );
+                match r {
+                    Ok(()) => {
+                        let end = ((off + len) as usize).min(self.model.len());
+                        for b in &mut self.model[(off as usize).min(end)..end] {
+                            *b = 0;
+                        }
+                    }
+                    Err(e) if e == rustix::io::Errno::OPNOTSUPP => {}
+                    Err(e) => self.fail(format!("punch hole: {e}")),
+                }
+            }
+            6..=8 => self.read_check(false),
+            9 => self.read_check(true),
+            10 => {
+                self.log.push("close + reopen (and a new reader)".into());
+                self.check("fsync", self.file.sync_all());
+                self.file = self.check(
+                    "reopen",
+                    fs::OpenOptions::new()
+                        .read(true)
+                        .write(true)
+                        .open(&self.path),
+                );
+                self.reader = self.check("reopen reader", fs::File::open(&self.path));
+            }
+            _ => {
+                let md = self.check("fstat", self.file.metadata());
+                self.log.push(format!("stat: size {}", md.len()));
+                if md.len() != self.model.len() as u64 {
+                    self.fail(format!("size {} but model {}", md.len(), self.model.len()));
+                }
+                let mut all = Vec::new();
+                let mut r = self.check("open", fs::File::open(&self.path));
+                if self.ops.is_multiple_of(50) {
+                    self.check("read whole", r.read_to_end(&mut all));
+                    if all != self.model {
+                        self.fail("whole-file read differs from the model".into());
+                    }
+                } else {
+                    let _ = r.seek(SeekFrom::End(0));
+                }
+            }
+        }
+    }
+}
+
+fn read_at_full(f: &fs::File, buf: &mut [u8], off: u64) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read_at(&mut buf[n..], off + n as u64) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// Final models of the stress threads, the fsx model, and the operation counts.
+type SoakResult = (Vec<Model>, Vec<u8>, Vec<u64>);
+
+#[test]
+fn soak_fsstress_and_fsx() {
+    const TEST: &str = "soak_fsstress_and_fsx";
+    if !require_root(TEST) {
+        return;
+    }
+    let secs = env_u64("OVLFS_SOAK_SECS", 30);
+    let seed = env_u64("OVLFS_SOAK_SEED", 1);
+    let (_t, s) = scratch(&["lower", "upper", "work", "mnt"]);
+    let lower = s.join("lower");
+    let mut rng = Rng::new(seed);
+    for t in 0..4 {
+        for i in 0..10 {
+            let n = rng.below(16384) as usize;
+            write_file(&lower.join(format!("w{t}/f{i}")), rng.bytes(n));
+        }
+        for d in 0..2 {
+            for i in 0..4 {
+                let n = rng.below(4096) as usize;
+                write_file(&lower.join(format!("w{t}/sub{d}/g{i}")), rng.bytes(n));
+            }
+        }
+        symlink("f0", &lower.join(format!("w{t}/link")));
+        set_xattr(&lower.join(format!("w{t}/f1")), "user.soak", b"lower");
+    }
+    for i in 0..5 {
+        write_file(&lower.join(format!("shared/s{i}")), b"lower shared");
+    }
+    write_file(&lower.join("fsx.dat"), rng.bytes(256 << 10));
+    let lower_before = snapshot_tree(&lower);
+    let models: Vec<Model> = (0..4)
+        .map(|t| model_from_disk(&lower.join(format!("w{t}"))))
+        .collect();
+    let fsx_model = fs::read(lower.join("fsx.dat")).expect("read fsx");
+
+    let ov = Ovlfs::new([&lower]).upper(s.join("upper"), s.join("work"));
+    let mnt = s.join("mnt");
+    let m = ov.mount(&mnt);
+    let pid = m.pid().expect("pid");
+    let stop = Arc::new(AtomicBool::new(false));
+    let mnt2 = mnt.clone();
+    let stop2 = stop.clone();
+    let results: Arc<Mutex<Option<SoakResult>>> = Arc::new(Mutex::new(None));
+    let results2 = results.clone();
+    with_watchdog(secs + 180, &mnt, move || {
+        let mut hs = Vec::new();
+        for (t, model) in models.into_iter().enumerate() {
+            let (stop, mnt) = (stop2.clone(), mnt2.clone());
+            hs.push(thread::spawn(move || {
+                let mut st = Stresser {
+                    root: mnt.join(format!("w{t}")),
+                    shared: mnt.join("shared"),
+                    model,
+                    rng: Rng::new(seed * 100 + t as u64),
+                    log: Vec::new(),
+                    n: 0,
+                    tid: t,
+                };
+                while !stop.load(Ordering::Relaxed) {
+                    st.step();
+                }
+                (st.model, st.n)
+            }));
+        }
+        let fsx = {
+            let (stop, path) = (stop2.clone(), mnt2.join("fsx.dat"));
+            thread::spawn(move || {
+                let mut f = Fsx {
+                    file: fs::OpenOptions::new()
+                        .read(true)
+                        .write(true)
+                        .open(&path)
+                        .expect("open fsx.dat"),
+                    reader: fs::File::open(&path).expect("open fsx reader"),
+                    path,
+                    model: fsx_model,
+                    rng: Rng::new(seed * 7919),
+                    log: Vec::new(),
+                    ops: 0,
+                };
+                while !stop.load(Ordering::Relaxed) {
+                    f.step();
+                }
+                f.check("final fsync", f.file.sync_all());
+                (f.model, f.ops)
+            })
+        };
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(secs) {
+            thread::sleep(Duration::from_millis(250));
+            assert!(process_alive(pid), "the daemon died during the soak");
+            if hs.iter().any(|h| h.is_finished()) || fsx.is_finished() {
+                break; // a worker failed: stop the others and report it
+            }
+        }
+        stop2.store(true, Ordering::Relaxed);
+        let mut models = Vec::new();
+        let mut counts = Vec::new();
+        let mut first_panic = None;
+        for h in hs {
+            match h.join() {
+                Ok((m, n)) => {
+                    models.push(m);
+                    counts.push(n);
+                }
+                Err(p) => {
+                    first_panic.get_or_insert(p);
+                }
+            }
+        }
+        let fsx_res = fsx.join();
+        if let Some(p) = first_panic {
+            std::panic::resume_unwind(p);
+        }
+        let (fsx_model, fsx_ops) = fsx_res.unwrap_or_else(|p| std::panic::resume_unwind(p));
+        counts.push(fsx_ops);
+        *results2.lock().unwrap_or_else(|e| e.into_inner()) = Some((models, fsx_model, counts));
+    });
+    drop(stop);
+    let (models, fsx_model, counts) = results
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+        .expect("results");
+    visible(&format!(
+        "{TEST}: {secs} s: operations per stress thread {:?}, fsx operations {}",
+        &counts[..4],
+        counts[4]
+    ));
+    assert!(process_alive(pid), "the daemon died");
+    let err = m.stderr();
+    assert!(
+        !err.contains("panicked"),
+        "the daemon logged a panic:\n{err}"
+    );
+    let verify_all = |when: &str| {
+        for (t, model) in models.iter().enumerate() {
+            let d = verify_tree(&mnt.join(format!("w{t}")), model);
+            assert!(
+                d.is_empty(),
+                "{when}: w{t} differs from its model:\n  {}",
+                d.join("\n  ")
+            );
+        }
+        let got = fs::read(mnt.join("fsx.dat")).expect("read fsx.dat");
+        assert!(
+            got == fsx_model,
+            "{when}: fsx.dat differs from its model ({} vs {} bytes)",
+            got.len(),
+            fsx_model.len()
+        );
+    };
+    verify_all("after the soak");
+    drop(m);
+    let m = ov.mount(&mnt);
+    verify_all("after a remount");
+    let stale: Vec<String> = fs::read_dir(s.join("work/work"))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        stale.is_empty(),
+        "WORKDIR/work after the remount: {stale:?}"
+    );
+    drop(m);
+    assert_trees_equal(
+        "lower before",
+        &lower_before,
+        "lower after",
+        &snapshot_tree(&lower),
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Memory: forget after a walk of a large tree
+// ---------------------------------------------------------------------------------------------
+
+/// A tmpfs (unlimited inodes) unmounted on drop.
+struct TmpfsGuard(PathBuf);
+
+impl TmpfsGuard {
+    fn mount(path: &Path) -> TmpfsGuard {
+        let mut c = std::process::Command::new("mount");
+        c.args(["-t", "tmpfs", "-o", "size=256m,nr_inodes=0", "tmpfs"])
+            .arg(path);
+        let o = run_cmd(&mut c, MOUNT_TIMEOUT).expect("run mount");
+        let g = TmpfsGuard(path.to_path_buf());
+        assert!(
+            o.success() && find_mount(path).is_some(),
+            "mount tmpfs: {}",
+            o.stderr
+        );
+        g
+    }
+}
+
+impl Drop for TmpfsGuard {
+    fn drop(&mut self) {
+        if find_mount(&self.0).is_some() {
+            let mut c = std::process::Command::new("umount");
+            c.arg(&self.0);
+            if !run_cmd_quiesced(&mut c, MOUNT_TIMEOUT).is_ok_and(|o| o.success()) {
+                let mut c = std::process::Command::new("umount");
+                c.arg("-l").arg(&self.0);
+                let _ = run_cmd(&mut c, MOUNT_TIMEOUT);
+            }
+        }
+    }
+}
+
+fn proc_status_kib(pid: u32, key: &str) -> u64 {
+    let s = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn fd_count(pid: u32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|rd| rd.count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn memory_released_after_kernel_forgets_a_large_walk() {
+    const TEST: &str = "memory_released_after_kernel_forgets_a_large_walk";
+    if !require_root(TEST) {
+        return;
+    }
+    let entries = env_u64("OVLFS_MEM_ENTRIES", 100_000) as usize;
+    let per_dir = 1000usize;
+    let (_t, s) = scratch(&["fs", "mnt"]);
+    // The layers on a tmpfs: generating the tree on a busy disk takes longer than the test.
+    let _tmpfs = TmpfsGuard::mount(&s.join("fs"));
+    let lower = s.join("fs/lower");
+    mkdirs(&lower);
+    mkdirs(&s.join("fs/upper"));
+    mkdirs(&s.join("fs/work"));
+    let t0 = Instant::now();
+    let dirs = entries.div_ceil(per_dir + 1);
+    let mut made = 0;
+    'outer: for d in 0..dirs {
+        let dir = lower.join(format!("d{d:05}"));
+        fs::create_dir(&dir).expect("mkdir");
+        made += 1;
+        for f in 0..per_dir {
+            if made >= entries {
+                break 'outer;
+            }
+            fs::File::create(dir.join(format!("f{f:04}"))).expect("create");
+            made += 1;
+        }
+    }
+    let gen_time = t0.elapsed();
+    let mnt = s.join("mnt");
+    let m = Ovlfs::new([&lower])
+        .upper(s.join("fs/upper"), s.join("fs/work"))
+        .mount(&mnt);
+    let pid = m.pid().expect("pid");
+    let base_rss = proc_status_kib(pid, "VmRSS:");
+    let base_fds = fd_count(pid);
+    let mnt2 = mnt.clone();
+    let walk = with_watchdog(900, &mnt, move || -> Result<_, String> {
+        let t = Instant::now();
+        let mut n = 0usize;
+        let mut samples = Vec::new();
+        let mut stack = vec![mnt2.clone()];
+        while let Some(d) = stack.pop() {
+            let rd = fs::read_dir(&d)
+                .map_err(|e| format!("readdir {} after {n} entries: {e}", d.display()))?;
+            for e in rd {
+                let p = e
+                    .map_err(|e| format!("readdir {} after {n} entries: {e}", d.display()))?
+                    .path();
+                let md = fs::symlink_metadata(&p)
+                    .map_err(|e| format!("lstat {} after {n} entries: {e}", p.display()))?;
+                n += 1;
+                if n.is_multiple_of(997) {
+                    samples.push((p.clone(), md.ino()));
+                }
+                if md.is_dir() {
+                    stack.push(p);
+                }
+            }
+        }
+        Ok((n, samples, t.elapsed()))
+    });
+    let (walked, samples, walk_time) = walk.unwrap_or_else(|e| {
+        let limits = fs::read_to_string(format!("/proc/{pid}/limits")).unwrap_or_default();
+        let nofile = limits
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .unwrap_or("?");
+        panic!(
+            "walking {made} entries through the mount failed: {e}\n  the daemon holds {} \
+             descriptors; its limit: {nofile}",
+            fd_count(pid)
+        )
+    });
+    assert_eq!(
+        walked, made,
+        "the walk saw {walked} entries, the lower has {made}"
+    );
+    let peak = proc_status_kib(pid, "VmHWM:");
+    let rss_walk = proc_status_kib(pid, "VmRSS:");
+    let fds_walk = fd_count(pid);
+    // Let the kernel forget: drop dentries and inodes, repeat while the daemon catches up.
+    let t1 = Instant::now();
+    let limit_kib = 200 * 1024;
+    let fd_limit = (made / 10).max(1000);
+    let (mut rss_after, mut fds_after);
+    loop {
+        fs::write("/proc/sys/vm/drop_caches", b"2").expect("drop_caches");
+        thread::sleep(Duration::from_millis(500));
+        rss_after = proc_status_kib(pid, "VmRSS:");
+        fds_after = fd_count(pid);
+        if (rss_after < limit_kib && fds_after < fd_limit) || t1.elapsed() > Duration::from_secs(30)
+        {
+            break;
+        }
+    }
+    visible(&format!(
+        "{TEST}: {made} entries (generated in {gen_time:?}), walked in {walk_time:?}; daemon RSS \
+         {base_rss} KiB at start, {rss_walk} KiB after the walk, peak (VmHWM) {peak} KiB; \
+         descriptors {base_fds} -> {fds_walk}; after drop_caches ({:?}): RSS {rss_after} KiB, \
+         {fds_after} descriptors",
+        t1.elapsed()
+    ));
+    assert!(process_alive(pid), "the daemon died");
+    assert!(
+        rss_after < limit_kib,
+        "daemon RSS {rss_after} KiB after the kernel forgot the walked inodes (limit 200 MiB; \
+         peak {peak} KiB)"
+    );
+    assert!(
+        fds_after < fd_limit,
+        "the daemon still holds {fds_after} descriptors after the kernel forgot the walked \
+         inodes ({fds_walk} after the walk): forgotten nodes are not freed"
+    );
+    // Nodes come back after the forget with the same inode numbers.
+    for (p, ino) in &samples {
+        let md = fs::symlink_metadata(p)
+            .unwrap_or_else(|e| panic!("lstat {} after forget: {e}", p.display()));
+        assert_eq!(
+            md.ino(),
+            *ino,
+            "{}: st_ino changed across a forget",
+            p.display()
+        );
+    }
+    drop(m);
+}
