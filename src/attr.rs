@@ -20,6 +20,7 @@ pub struct AttrChanges {
     pub atime: Option<TimeOrNow>,
     pub mtime: Option<TimeOrNow>,
     pub fh: Option<u64>,
+    pub caller: Option<crate::killpriv::Caller>,
 }
 
 fn time_spec(t: Option<TimeOrNow>) -> TimeSpec {
@@ -92,6 +93,11 @@ impl Overlay {
             && node.file_type != libc::S_IFLNK
         {
             sys::chmod_fd(fd, mode)?;
+        }
+        if let (Some(_), Some(caller), None) = (changes.size, changes.caller, changes.mode)
+            && crate::killpriv::must_clear_sgid(caller, &sys::stat_fd(fd)?)
+        {
+            crate::killpriv::clear_sgid(fd)?;
         }
         if let Some(size) = changes.size {
             if node.is_dir() {

@@ -25,12 +25,7 @@ pub enum NewObject<'a> {
     Symlink { target: &'a OsStr },
 }
 
-/// The caller of a request, as FUSE reports it.
-#[derive(Clone, Copy)]
-pub struct Caller {
-    pub uid: u32,
-    pub gid: u32,
-}
+pub use crate::killpriv::Caller;
 
 impl Overlay {
     /// Copies `node` up and returns a duplicate of its upper fd (no lock held afterwards).

@@ -3,12 +3,13 @@
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use rustix::fs::OFlags;
 
 use crate::inode::Node;
+use crate::killpriv::{self, Caller};
 use crate::overlay::Overlay;
 use crate::passthrough::{DataPath, MakeBacking};
 use crate::readdir::{self, MergedEntry};
@@ -25,6 +26,8 @@ pub struct FileHandle {
     pub fd: OwnedFd,
     /// Passthrough keeps the backing id registered while the file is open.
     pub data_path: DataPath,
+    /// The first write drops setgid (see [`crate::killpriv`]).
+    pub clear_sgid: AtomicBool,
 }
 
 /// What `open` and `create` give the dispatcher to reply with.
@@ -114,16 +117,25 @@ fn wants_write(flags: i32) -> bool {
 
 impl Overlay {
     /// Opens a file; a write open of a lower object copies it up first.
-    pub fn open(&self, id: u64, flags: i32, make_backing: MakeBacking<'_>) -> SysResult<Opened> {
+    pub fn open(
+        &self,
+        id: u64,
+        flags: i32,
+        caller: Caller,
+        make_backing: MakeBacking<'_>,
+    ) -> SysResult<Opened> {
         let node = self.node(id)?;
         if node.is_dir() {
             return Err(Errno::ISDIR);
         }
+        let mut clear_sgid = false;
         if wants_write(flags) {
             if self.read_only() {
                 return Err(Errno::ROFS);
             }
             self.copy_up(&node)?;
+            let st = sys::stat_fd(node.read().top_fd()?.as_fd())?;
+            clear_sgid = killpriv::must_clear_sgid(caller, &st);
         }
         let (layer, fd) = {
             let state = node.read();
@@ -132,7 +144,7 @@ impl Overlay {
                 self.open_real(state.top_fd()?.as_fd(), flags)?,
             )
         };
-        Ok(self.register_open(node, layer, fd, make_backing))
+        Ok(self.register_open(node, layer, fd, clear_sgid, make_backing))
     }
 
     /// The daemon's own fd for an open of the object behind `path_fd`.
@@ -155,9 +167,11 @@ impl Overlay {
         node: Arc<Node>,
         layer: usize,
         fd: OwnedFd,
+        clear_sgid: bool,
         make_backing: MakeBacking<'_>,
     ) -> Opened {
-        let in_upper = self.stack.is_upper(layer);
+        // Writes that must clear setgid have to reach the daemon: no passthrough for them.
+        let in_upper = self.stack.is_upper(layer) && !clear_sgid;
         let data_path = self.choose_data_path(&node, fd.as_fd(), in_upper, make_backing);
         let backing = match &data_path {
             DataPath::Passthrough(b) => Some(b.clone()),
@@ -168,6 +182,7 @@ impl Overlay {
             layer,
             fd,
             data_path,
+            clear_sgid: AtomicBool::new(clear_sgid),
         };
         Opened {
             fh: self.handles.insert(Handle::File(handle)),
@@ -269,6 +284,9 @@ impl Overlay {
     pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> SysResult<u32> {
         let handle = self.writable_file(fh)?;
         let file = file_handle(&handle)?;
+        if file.clear_sgid.swap(false, Ordering::Relaxed) {
+            killpriv::clear_sgid(file.fd.as_fd())?;
+        }
         let n = sys::pwrite(file.fd.as_fd(), data, offset)?;
         Ok(n as u32)
     }
@@ -341,6 +359,9 @@ impl Overlay {
         let node = self.node(attr.ino.0)?;
         let fd = fd.ok_or(Errno::IO)?;
         let layer = node.read().top().layer;
-        Ok((attr, self.register_open(node, layer, fd, make_backing)))
+        Ok((
+            attr,
+            self.register_open(node, layer, fd, false, make_backing),
+        ))
     }
 }

@@ -43,8 +43,9 @@ fn guarded<F: FnOnce()>(op: &'static str, f: F) {
 
 const GENERATION: fuser::Generation = fuser::Generation(0);
 
-fn caller(req: &Request) -> Caller {
+fn request_caller(req: &Request) -> Caller {
     Caller {
+        pid: req.pid(),
         uid: req.uid(),
         gid: req.gid(),
     }
@@ -66,7 +67,9 @@ impl OverlayFs {
         object: NewObject<'_>,
         reply: ReplyEntry,
     ) {
-        let result = self.ov.create_object(parent.0, name, object, caller(req));
+        let result = self
+            .ov
+            .create_object(parent.0, name, object, request_caller(req));
         self.reply_entry(result.map(|(attr, _)| attr), reply)
     }
 }
@@ -135,10 +138,13 @@ impl Filesystem for OverlayFs {
         })
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         guarded("open", || {
             let make_backing = |fd: BorrowedFd<'_>| reply.open_backing(fd);
-            match self.ov.open(ino.0, flags.0, &make_backing) {
+            match self
+                .ov
+                .open(ino.0, flags.0, request_caller(req), &make_backing)
+            {
                 Ok(Opened {
                     fh,
                     backing: Some(b),
@@ -334,7 +340,7 @@ impl Filesystem for OverlayFs {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -359,6 +365,7 @@ impl Filesystem for OverlayFs {
                 atime,
                 mtime,
                 fh: fh.map(|f| f.0),
+                caller: Some(request_caller(req)),
             };
             match self.ov.setattr(ino.0, changes) {
                 Ok(attr) => reply.attr(&self.ov.ttl, &attr),
@@ -484,10 +491,14 @@ impl Filesystem for OverlayFs {
             let mode = mode & !umask & 0o7777;
             let make_backing = |fd: BorrowedFd<'_>| reply.open_backing(fd);
             let ttl = self.ov.ttl;
-            match self
-                .ov
-                .create(parent.0, name, mode, flags, caller(req), &make_backing)
-            {
+            match self.ov.create(
+                parent.0,
+                name,
+                mode,
+                flags,
+                request_caller(req),
+                &make_backing,
+            ) {
                 Ok((
                     attr,
                     Opened {

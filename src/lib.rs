@@ -9,6 +9,7 @@ pub mod fs;
 pub mod hardlinks;
 pub mod idmap;
 pub mod inode;
+pub mod killpriv;
 pub mod layer;
 pub mod lookup;
 pub mod mount;
