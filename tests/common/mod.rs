@@ -5,6 +5,8 @@
 //! Every test file uses it with `mod common;`; not every file uses every helper.
 #![allow(dead_code)]
 
+pub mod rng;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{OsStr, OsString};
 use std::fmt::Write as _;
