@@ -1,0 +1,172 @@
+//! Focused write-path tests (issue 3): sparse copy-up keeps holes, an fd opened read-only
+//! before copy-up sees the data written after it, a 0/0 device cannot be made through the
+//! mount, and an upper written with `whiteout=xattr` serves as a middle lower layer of the
+//! kernel's overlayfs.
+
+mod common;
+
+use std::fs::{self, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use common::*;
+
+const BODY_SECS: u64 = 60;
+
+fn layers(root: &Path) {
+    for d in ["lower", "upper", "work", "mnt"] {
+        mkdirs(&root.join(d));
+    }
+}
+
+#[test]
+fn sparse_file_stays_sparse_after_copy_up() {
+    if !require_root("sparse_file_stays_sparse_after_copy_up") {
+        return;
+    }
+    let t = tempfile::tempdir().expect("tempdir");
+    let root = t.path();
+    layers(root);
+    // 1 GiB apparent size, one 4 KiB data block in the middle.
+    let lower = root.join("lower/sparse");
+    let mut f = fs::File::create(&lower).expect("create sparse");
+    f.seek(SeekFrom::Start(512 << 20)).unwrap();
+    f.write_all(&[7u8; 4096]).unwrap();
+    f.set_len(1 << 30).unwrap();
+    drop(f);
+    let m = Ovlfs::new([root.join("lower")])
+        .upper(root.join("upper"), root.join("work"))
+        .mount(&root.join("mnt"));
+    let p = m.join("sparse");
+    with_watchdog(BODY_SECS, m.path(), move || {
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(&p)
+            .expect("open for append");
+        f.write_all(b"!").expect("append one byte");
+    });
+    let upper = fs::metadata(root.join("upper/sparse")).expect("copied up");
+    assert_eq!(upper.len(), (1 << 30) + 1, "size after append");
+    // A full copy would allocate 1 GiB; the holes must stay holes.
+    assert!(
+        upper.blocks() * 512 < 1 << 20,
+        "upper copy allocates {} bytes: holes were filled",
+        upper.blocks() * 512
+    );
+    let mut data = vec![0u8; 4096];
+    let mut f = fs::File::open(root.join("upper/sparse")).unwrap();
+    f.seek(SeekFrom::Start(512 << 20)).unwrap();
+    f.read_exact(&mut data).unwrap();
+    assert!(data.iter().all(|b| *b == 7), "data block copied");
+}
+
+#[test]
+fn fd_opened_before_copy_up_sees_later_writes() {
+    if !require_root("fd_opened_before_copy_up_sees_later_writes") {
+        return;
+    }
+    let t = tempfile::tempdir().expect("tempdir");
+    let root = t.path();
+    layers(root);
+    write_file(&root.join("lower/f"), "lower data\n");
+    let m = Ovlfs::new([root.join("lower")])
+        .upper(root.join("upper"), root.join("work"))
+        .mount(&root.join("mnt"));
+    let p = m.join("f");
+    let seen = with_watchdog(BODY_SECS, m.path(), move || {
+        let mut ro = fs::File::open(&p).expect("open read-only");
+        let mut before = String::new();
+        ro.read_to_string(&mut before).unwrap();
+        let mut w = OpenOptions::new()
+            .write(true)
+            .open(&p)
+            .expect("open for write");
+        w.write_all(b"UPPER").expect("write after copy-up");
+        drop(w);
+        ro.seek(SeekFrom::Start(0)).unwrap();
+        let mut after = String::new();
+        ro.read_to_string(&mut after).unwrap();
+        (before, after)
+    });
+    assert_eq!(seen.0, "lower data\n");
+    assert_eq!(
+        seen.1, "UPPER data\n",
+        "the old read-only fd must see the copy-up"
+    );
+    assert_eq!(
+        fs::read_to_string(root.join("lower/f")).unwrap(),
+        "lower data\n"
+    );
+}
+
+#[test]
+fn zero_zero_device_is_refused_through_the_mount() {
+    if !require_root("zero_zero_device_is_refused_through_the_mount") {
+        return;
+    }
+    let t = tempfile::tempdir().expect("tempdir");
+    let root = t.path();
+    layers(root);
+    let m = Ovlfs::new([root.join("lower")])
+        .upper(root.join("upper"), root.join("work"))
+        .mount(&root.join("mnt"));
+    let p = m.join("wh");
+    let err = with_watchdog(BODY_SECS, m.path(), move || {
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &p,
+            rustix::fs::FileType::CharacterDevice,
+            rustix::fs::Mode::from_raw_mode(0o644),
+            0,
+        )
+    });
+    assert_eq!(err, Err(rustix::io::Errno::PERM), "0/0 mknod must be EPERM");
+    assert!(fs::symlink_metadata(root.join("upper/wh")).is_err());
+}
+
+#[test]
+fn xattr_whiteout_upper_serves_as_a_kernel_middle_lower() {
+    if !require_root("xattr_whiteout_upper_serves_as_a_kernel_middle_lower")
+        || !require_kernel_overlay("xattr_whiteout_upper_serves_as_a_kernel_middle_lower")
+    {
+        return;
+    }
+    let t = tempfile::tempdir().expect("tempdir");
+    let root = t.path();
+    layers(root);
+    write_file(&root.join("lower/gone"), "x");
+    write_file(&root.join("lower/d/gone"), "x");
+    write_file(&root.join("lower/d/kept"), "k");
+    {
+        let m = Ovlfs::new([root.join("lower")])
+            .upper(root.join("upper"), root.join("work"))
+            .opt("whiteout=xattr")
+            .mount(&root.join("mnt"));
+        let (a, b) = (m.join("gone"), m.join("d/gone"));
+        with_watchdog(BODY_SECS, m.path(), move || {
+            fs::remove_file(&a).expect("rm gone");
+            fs::remove_file(&b).expect("rm d/gone");
+        });
+    }
+    // The ovlfs upper in the middle: a fresh top layer above it, the old lower below.
+    let top = root.join("top");
+    write_file(&top.join("top-file"), "t");
+    let kmnt = root.join("kmnt");
+    mkdirs(&kmnt);
+    let upper = root.join("upper");
+    let lower = root.join("lower");
+    let _k = KernelOverlay::mount(&[&top, &upper, &lower], None, &[], &kmnt);
+    let names = |dir: &Path| -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(&kmnt), vec!["d", "top-file"]);
+    assert_eq!(names(&kmnt.join("d")), vec!["kept"]);
+    assert!(fs::symlink_metadata(kmnt.join("gone")).is_err());
+    assert!(fs::symlink_metadata(kmnt.join("d/gone")).is_err());
+}
