@@ -1,0 +1,491 @@
+//! Command line and `-o` option parsing into a validated [`Config`].
+//!
+//! Every user-facing error message of the program lives in this module. The command line is
+//! that of fuse-overlayfs (DESIGN §2): `ovlfs [-f] [-d] [-o OPT[,OPT...]]... MERGED`, and the
+//! mount helper form `ovlfs SOURCE MERGED -o OPTS` as mount.fuse3 calls it.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::fs;
+use std::io;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+mod validate;
+mod values;
+
+use validate::validate;
+use values::*;
+
+/// How the upper layer records deletions (DESIGN §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WhiteoutMode {
+    /// 0/0 character devices (the kernel's native form).
+    #[default]
+    Chardev,
+    /// Zero-size files tagged `NS.overlay.whiteout`, parent marked `NS.overlay.opaque=x`.
+    Xattr,
+    /// Chardev, falling back to xattr, then to AUFS `.wh.NAME`.
+    Auto,
+}
+
+/// FUSE passthrough policy for file data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PassthroughMode {
+    #[default]
+    Auto,
+    On,
+    Off,
+}
+
+/// One `ContainerID:HostID:Size` range of a uid/gid mapping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdRange {
+    pub container: u32,
+    pub host: u32,
+    pub size: u32,
+}
+
+/// What the user asked for, validated: every path exists and has the right type.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Lower layers, topmost first, as absolute canonical paths (symlinks resolved).
+    pub lowerdirs: Vec<PathBuf>,
+    /// Writable upper layer; `None` means a read-only mount.
+    pub upperdir: Option<PathBuf>,
+    /// Work directory on the upper's filesystem; `Some` exactly when `upperdir` is.
+    pub workdir: Option<PathBuf>,
+    /// The mountpoint, absolute.
+    pub mountpoint: PathBuf,
+    /// The SOURCE argument of the mount-helper form (shown as the fsname), if given.
+    pub source: Option<String>,
+    /// `-f`: stay in the foreground.
+    pub foreground: bool,
+    /// `-d`: debug logging (implies foreground, as libfuse does).
+    pub debug: bool,
+    pub whiteout: WhiteoutMode,
+    /// `-o userxattr`: use `user.overlay.*` even with CAP_SYS_ADMIN.
+    pub userxattr: bool,
+    pub passthrough: PassthroughMode,
+    /// Worker threads (`threads=N`; `threaded=0` means 1). `None`: from the core count.
+    pub threads: Option<usize>,
+    /// Entry/attr cache timeout (`timeout=`; fuse-overlayfs's default is 1 s, ours is long).
+    pub timeout: Option<Duration>,
+    /// `fsync=0` or `volatile` turn this off.
+    pub fsync: bool,
+    pub volatile: bool,
+    /// `writeback=0` disables the writeback cache.
+    pub writeback: bool,
+    pub uid_mapping: Vec<IdRange>,
+    pub gid_mapping: Vec<IdRange>,
+    pub squash_to_root: bool,
+    pub squash_to_uid: Option<u32>,
+    pub squash_to_gid: Option<u32>,
+    pub static_nlink: bool,
+    pub noacl: bool,
+    pub ino32: bool,
+    /// Options passed through to the kernel mount as is (`allow_other`, `ro`, `nodev`, ...).
+    pub fuse_options: Vec<String>,
+    /// Options we accepted but do not act on (logged as warnings at mount time).
+    pub ignored_options: Vec<String>,
+}
+
+/// What the command line asks the program to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    Help,
+    Version,
+    Mount(Box<Config>),
+}
+
+/// The one line `--version` prints.
+pub const VERSION_LINE: &str = concat!("ovlfs ", env!("CARGO_PKG_VERSION"));
+
+/// The kernel's limit on stacked lower layers (OVL_MAX_STACK).
+pub const MAX_LOWER_LAYERS: usize = 500;
+
+/// Upper bound for `threads=N`.
+pub const MAX_THREADS: usize = 1024;
+
+/// The one line `--version` prints (`ovlfs 0.1.0`).
+pub fn version_line() -> &'static str {
+    VERSION_LINE
+}
+
+/// The `--help` text, ending with a newline.
+pub fn usage() -> &'static str {
+    USAGE
+}
+
+const USAGE: &str = "\
+usage: ovlfs [-f] [-d] [-o OPT[,OPT...]]... MERGED
+       ovlfs SOURCE MERGED -o OPT[,OPT...]      (as a mount helper)
+
+A userspace overlay filesystem (drop-in for fuse-overlayfs): merges read-only lower
+directories with a writable upper directory at MERGED.
+
+flags:
+  -f                   stay in the foreground
+  -d                   debug logging (implies -f)
+  -s                   single-threaded (same as -o threads=1)
+  -o OPTS              comma-separated mount options (repeatable; also -oOPTS)
+  -h, --help           print this help and exit
+  -V, --version        print the version and exit
+
+layers:
+  lowerdir=L1:L2:...   lower layers, leftmost on top (at most 500); \\: escapes a colon
+                       inside a path, \\, a comma; each may be a symlink to the layer
+  lowerdir+=L          append one lower layer (taken literally)
+  upperdir=U           writable upper layer (without it the mount is read-only)
+  workdir=W            work directory on the same filesystem as U, outside U
+
+ovlfs options:
+  whiteout=chardev|xattr|auto
+                       how deletions are recorded in the upper (default chardev)
+  userxattr            use user.overlay.* xattrs even when privileged
+  passthrough=auto|on|off
+                       FUSE passthrough for file data (default auto)
+  threads=N            worker threads (default: from the number of CPUs)
+
+fuse-overlayfs options:
+  uidmapping=C:H:N[:C:H:N...]
+  gidmapping=C:H:N[:C:H:N...]
+                       map container ids C..C+N-1 to host ids H..H+N-1
+  squash_to_root       every file appears owned by root
+  squash_to_uid=UID    every file appears owned by UID
+  squash_to_gid=GID    every file appears owned by group GID
+  static_nlink         report st_nlink 1 for directories
+  noacl                no POSIX ACL support
+  timeout=SECONDS      entry/attribute cache timeout (fractions allowed)
+  threaded=0|1         threaded=0 means a single worker thread
+  fsync=0|1            fsync=0: do not sync copied-up data (default 1)
+  volatile             same as fsync=0
+  writeback=0|1        use the kernel writeback cache (default 1)
+  ino32_t              report 32-bit inode numbers
+  debug                same as -d
+  xattr_permissions=N, xino=on|off|auto, context=\"...\", fast_ino, plugins=...,
+  noxattrs=N, redirect_dir=...
+                       accepted for compatibility and ignored
+
+FUSE / mount options, passed to the kernel mount:
+  allow_other, allow_root, default_permissions, auto_unmount, ro, rw, dev, nodev,
+  suid, nosuid, exec, noexec, atime, noatime, relatime, strictatime, nodiratime,
+  lazytime, sync, async, dirsync, nonempty, fsname=NAME, subtype=NAME, max_read=N,
+  blksize=N
+
+fstab-only options (defaults, noauto, nofail, _netdev, user, users, x-*, ...) are
+dropped; other unknown options are ignored with a warning.
+Unmount with `fusermount3 -u MERGED`.
+";
+
+/// A command line error: one line naming the problem, starting with `ovlfs: `.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OptionsError(String);
+
+impl OptionsError {
+    fn new(message: impl fmt::Display) -> OptionsError {
+        OptionsError(format!("ovlfs: {message}"))
+    }
+
+    /// The full one-line message (what `Display` prints).
+    pub fn message(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for OptionsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for OptionsError {}
+
+type Result<T> = std::result::Result<T, OptionsError>;
+
+/// Generic FUSE / VFS mount options passed through to the mount as they are.
+const FUSE_FLAGS: &[&str] = &[
+    "allow_other",
+    "allow_root",
+    "default_permissions",
+    "auto_unmount",
+    "ro",
+    "rw",
+    "dev",
+    "nodev",
+    "suid",
+    "nosuid",
+    "exec",
+    "noexec",
+    "atime",
+    "noatime",
+    "relatime",
+    "strictatime",
+    "nodiratime",
+    "lazytime",
+    "sync",
+    "async",
+    "dirsync",
+    "nonempty",
+];
+
+/// fstab-only options that mount(8) or mount.fuse3 may leave in the list: dropped silently.
+const FSTAB_ONLY: &[&str] = &[
+    "defaults", "auto", "noauto", "nofail", "_netdev", "user", "nouser", "users", "owner", "group",
+];
+
+/// Generic FUSE mount options with a value, passed through as they are.
+const FUSE_VALUED: &[&str] = &["fsname", "subtype", "max_read", "blksize"];
+
+/// Shows a user-supplied string quoted and escaped, so a message stays on one line.
+fn quote(bytes: &[u8]) -> String {
+    format!("{:?}", String::from_utf8_lossy(bytes))
+}
+
+fn quote_path(path: &Path) -> String {
+    quote(path.as_os_str().as_bytes())
+}
+
+/// `No such file or directory`, without the ` (os error 2)` std appends.
+fn errno_text(err: &io::Error) -> String {
+    let text = err.to_string();
+    match text.rfind(" (os error ") {
+        Some(i) => text[..i].to_owned(),
+        None => text,
+    }
+}
+
+/// The command line as scanned, before the file system is looked at.
+#[derive(Debug, Default)]
+struct Raw {
+    lowers: Option<Vec<PathBuf>>,
+    upper: Option<PathBuf>,
+    work: Option<PathBuf>,
+    positionals: Vec<OsString>,
+    foreground: bool,
+    debug: bool,
+    whiteout: WhiteoutMode,
+    userxattr: bool,
+    passthrough: PassthroughMode,
+    threads: Option<usize>,
+    threaded: Option<bool>,
+    single_threaded: bool,
+    timeout: Option<Duration>,
+    fsync: Option<bool>,
+    volatile: bool,
+    writeback: Option<bool>,
+    uid_mapping: Vec<IdRange>,
+    gid_mapping: Vec<IdRange>,
+    squash_to_root: bool,
+    squash_to_uid: Option<u32>,
+    squash_to_gid: Option<u32>,
+    static_nlink: bool,
+    noacl: bool,
+    ino32: bool,
+    fuse_options: Vec<String>,
+    ignored_options: Vec<String>,
+}
+
+/// Parses the command line (without argv\[0\]) and validates every path it names.
+///
+/// Nothing on disk is created or changed, whatever the outcome.
+pub fn parse_args<I: IntoIterator<Item = OsString>>(args: I) -> Result<Action> {
+    let mut raw = Raw::default();
+    let mut args = args.into_iter();
+    let mut only_positionals = false;
+    while let Some(arg) = args.next() {
+        let bytes = arg.as_bytes();
+        if only_positionals || bytes.len() < 2 || bytes[0] != b'-' {
+            raw.positionals.push(arg);
+            continue;
+        }
+        match bytes {
+            b"--" => only_positionals = true,
+            b"-h" | b"--help" => return Ok(Action::Help),
+            b"-V" | b"--version" => return Ok(Action::Version),
+            b"-o" => match args.next() {
+                Some(opts) => parse_option_list(&mut raw, opts.as_bytes())?,
+                None => return Err(OptionsError::new("option -o needs an argument")),
+            },
+            _ if bytes.starts_with(b"-o") => parse_option_list(&mut raw, &bytes[2..])?,
+            _ if bytes[1] != b'-' && bytes[1..].iter().all(|c| b"fds".contains(c)) => {
+                for c in &bytes[1..] {
+                    match c {
+                        b'f' => raw.foreground = true,
+                        b'd' => raw.debug = true,
+                        _ => raw.single_threaded = true,
+                    }
+                }
+            }
+            _ => {
+                return Err(OptionsError::new(format_args!(
+                    "unknown flag {} (see ovlfs --help)",
+                    quote(bytes)
+                )));
+            }
+        }
+    }
+    validate(raw).map(|c| Action::Mount(Box::new(c)))
+}
+
+/// `-o` options that take no value.
+const NO_VALUE: &[&str] = &[
+    "squash_to_root",
+    "static_nlink",
+    "noacl",
+    "volatile",
+    "ino32_t",
+    "userxattr",
+    "debug",
+];
+
+/// Parses one `-o` field (`name` or `name=value`).
+fn parse_option(raw: &mut Raw, field: &[u8]) -> Result<()> {
+    let (name_bytes, value) = match field.iter().position(|&c| c == b'=') {
+        Some(i) => (&field[..i], Some(&field[i + 1..])),
+        None => (field, None),
+    };
+    let whole = String::from_utf8_lossy(field).into_owned();
+    let Ok(name) = std::str::from_utf8(name_bytes) else {
+        raw.ignored_options.push(whole);
+        return Ok(());
+    };
+    if value.is_some() && (NO_VALUE.contains(&name) || FUSE_FLAGS.contains(&name)) {
+        return Err(OptionsError::new(format_args!(
+            "option {name} takes no value (got {})",
+            quote(field)
+        )));
+    }
+    let need = || {
+        value.ok_or_else(|| {
+            OptionsError::new(format_args!("option {name} needs a value ({name}=...)"))
+        })
+    };
+    let need_path = || -> Result<PathBuf> {
+        let v = need()?;
+        if v.is_empty() {
+            return Err(OptionsError::new(format_args!("{name} is empty")));
+        }
+        Ok(path_of(unescape(v)))
+    };
+    match name {
+        // Layers.
+        "lowerdir" => raw.lowers = Some(split_lowerdir(need()?)?),
+        "lowerdir+" => {
+            let v = need()?;
+            if v.is_empty() {
+                return Err(OptionsError::new("lowerdir+ is empty"));
+            }
+            let lowers = raw.lowers.get_or_insert_with(Vec::new);
+            lowers.push(path_of(v.to_vec()));
+            check_layer_count(lowers.len())?;
+        }
+        "datadir+" => {
+            return Err(OptionsError::new(format_args!(
+                "option {} is not supported (data-only lower layers)",
+                quote(field)
+            )));
+        }
+        "upperdir" => raw.upper = Some(need_path()?),
+        "workdir" => raw.work = Some(need_path()?),
+
+        // ovlfs's own.
+        "whiteout" => {
+            let v = need()?;
+            raw.whiteout = match v {
+                b"chardev" => WhiteoutMode::Chardev,
+                b"xattr" => WhiteoutMode::Xattr,
+                b"auto" => WhiteoutMode::Auto,
+                _ => return Err(bad_value(name, v, "chardev, xattr or auto")),
+            };
+        }
+        "userxattr" => raw.userxattr = true,
+        "passthrough" => {
+            let v = need()?;
+            raw.passthrough = match v {
+                b"auto" => PassthroughMode::Auto,
+                b"on" => PassthroughMode::On,
+                b"off" => PassthroughMode::Off,
+                _ => return Err(bad_value(name, v, "auto, on or off")),
+            };
+        }
+        "threads" => {
+            let v = need()?;
+            let n = std::str::from_utf8(v)
+                .ok()
+                .and_then(parse_u32)
+                .filter(|&n| n >= 1 && n as usize <= MAX_THREADS)
+                .ok_or_else(|| {
+                    bad_value(name, v, &format!("an integer from 1 to {MAX_THREADS}"))
+                })?;
+            raw.threads = Some(n as usize);
+        }
+
+        // fuse-overlayfs's.
+        "threaded" => raw.threaded = Some(parse_bool01(name, need()?)?),
+        "fsync" => raw.fsync = Some(parse_bool01(name, need()?)?),
+        "writeback" => raw.writeback = Some(parse_bool01(name, need()?)?),
+        "volatile" => raw.volatile = true,
+        "timeout" => raw.timeout = Some(parse_timeout(need()?)?),
+        "squash_to_root" => raw.squash_to_root = true,
+        "squash_to_uid" | "squash_to_gid" => {
+            let v = need()?;
+            let id = std::str::from_utf8(v)
+                .ok()
+                .and_then(parse_u32)
+                .ok_or_else(|| bad_value(name, v, &format!("a number from 0 to {}", u32::MAX)))?;
+            if name == "squash_to_uid" {
+                raw.squash_to_uid = Some(id);
+            } else {
+                raw.squash_to_gid = Some(id);
+            }
+        }
+        "uidmapping" => raw.uid_mapping = parse_mapping(name, need()?)?,
+        "gidmapping" => raw.gid_mapping = parse_mapping(name, need()?)?,
+        "static_nlink" => raw.static_nlink = true,
+        "noacl" => raw.noacl = true,
+        "ino32_t" => raw.ino32 = true,
+        "debug" => raw.debug = true,
+        "xino" => {
+            let v = need()?;
+            if !matches!(v, b"on" | b"off" | b"auto") {
+                return Err(bad_value(name, v, "on, off or auto"));
+            }
+            raw.ignored_options.push(whole);
+        }
+        "xattr_permissions" | "context" | "plugins" => {
+            need()?;
+            raw.ignored_options.push(whole);
+        }
+        "fast_ino" | "noxattrs" | "redirect_dir" => raw.ignored_options.push(whole),
+
+        // Generic FUSE / mount options.
+        _ if FUSE_FLAGS.contains(&name) => raw.fuse_options.push(whole),
+        _ if FUSE_VALUED.contains(&name) => {
+            let v = need()?;
+            if matches!(name, "max_read" | "blksize") {
+                let ok = std::str::from_utf8(v)
+                    .ok()
+                    .and_then(parse_u32)
+                    .is_some_and(|n| n > 0);
+                if !ok {
+                    return Err(bad_value(name, v, "a positive integer"));
+                }
+            } else if v.is_empty() {
+                return Err(OptionsError::new(format_args!("{name} is empty")));
+            }
+            raw.fuse_options.push(whole);
+        }
+        _ if value.is_none() && FSTAB_ONLY.contains(&name) => {}
+        _ if name.starts_with("x-") || name == "comment" => {}
+        _ => raw.ignored_options.push(whole),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod usage_tests;

@@ -1,0 +1,213 @@
+//! Checking the layer setup: every path exists, has the right type, and the layers do not
+//! overlap. Nothing is created or changed on disk.
+
+#[allow(unused_imports)]
+use super::*;
+
+/// A directory named on the command line, resolved and checked.
+pub(super) struct Dir {
+    /// Canonical absolute path.
+    path: PathBuf,
+    dev: u64,
+    /// (st_dev, st_ino) of the directory and of each of its ancestors.
+    chain: Vec<(u64, u64)>,
+}
+
+impl Dir {
+    /// Resolves `given` (relative to the cwd, symlinks followed) and checks it is a directory.
+    fn resolve(what: &str, given: &Path) -> Result<Dir> {
+        let fail = |e: &io::Error| {
+            OptionsError::new(format_args!(
+                "{what} {}: {}",
+                quote_path(given),
+                errno_text(e)
+            ))
+        };
+        let path = fs::canonicalize(given).map_err(|e| fail(&e))?;
+        let meta = fs::metadata(&path).map_err(|e| fail(&e))?;
+        if !meta.is_dir() {
+            return Err(fail(&io::Error::from_raw_os_error(libc::ENOTDIR)));
+        }
+        let chain = path
+            .ancestors()
+            .filter_map(|p| fs::metadata(p).ok())
+            .map(|m| (m.dev(), m.ino()))
+            .collect();
+        Ok(Dir {
+            path,
+            dev: meta.dev(),
+            chain,
+        })
+    }
+
+    fn id(&self) -> (u64, u64) {
+        self.chain[0]
+    }
+
+    fn same_as(&self, other: &Dir) -> bool {
+        self.id() == other.id()
+    }
+
+    /// This directory is `other` or below it.
+    fn within(&self, other: &Dir) -> bool {
+        self.chain.contains(&other.id())
+    }
+
+    fn shown(&self) -> String {
+        quote_path(&self.path)
+    }
+}
+
+/// Checks every path and the relations between the layers; builds the [`Config`].
+pub(super) fn validate(raw: Raw) -> Result<Config> {
+    let mut positionals = raw.positionals.into_iter();
+    let (source, mount_arg) = match (positionals.next(), positionals.next(), positionals.next()) {
+        (None, _, _) => {
+            return Err(OptionsError::new(
+                "no mountpoint given (usage: ovlfs [-f] [-d] [-o OPTS]... MERGED)",
+            ));
+        }
+        (Some(m), None, _) => (None, m),
+        (Some(s), Some(m), None) => (Some(s.to_string_lossy().into_owned()), m),
+        (Some(_), Some(_), Some(extra)) => {
+            return Err(OptionsError::new(format_args!(
+                "too many arguments: {} (expected at most SOURCE and MERGED)",
+                quote(extra.as_bytes())
+            )));
+        }
+    };
+
+    let lowers = match raw.lowers {
+        None => {
+            return Err(OptionsError::new(
+                "no lowerdir given (-o lowerdir=DIR[:DIR...])",
+            ));
+        }
+        Some(l) if l.is_empty() => return Err(OptionsError::new("lowerdir is empty")),
+        Some(l) => l,
+    };
+    match (&raw.upper, &raw.work) {
+        (Some(_), None) => {
+            return Err(OptionsError::new(
+                "upperdir given without workdir (add -o workdir=DIR)",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(OptionsError::new(
+                "workdir given without upperdir (add -o upperdir=DIR)",
+            ));
+        }
+        _ => {}
+    }
+
+    let lowers = lowers
+        .iter()
+        .map(|l| Dir::resolve("lowerdir", l))
+        .collect::<Result<Vec<Dir>>>()?;
+    let upper = raw
+        .upper
+        .as_deref()
+        .map(|u| Dir::resolve("upperdir", u))
+        .transpose()?;
+    let work = raw
+        .work
+        .as_deref()
+        .map(|w| Dir::resolve("workdir", w))
+        .transpose()?;
+    let mountpoint = Dir::resolve("mountpoint", Path::new(&mount_arg))?;
+
+    if let (Some(upper), Some(work)) = (&upper, &work) {
+        if upper.same_as(work) {
+            return Err(OptionsError::new(format_args!(
+                "upperdir and workdir are the same directory {}",
+                upper.shown()
+            )));
+        }
+        if work.within(upper) {
+            return Err(OptionsError::new(format_args!(
+                "workdir {} is inside upperdir {}",
+                work.shown(),
+                upper.shown()
+            )));
+        }
+        if upper.within(work) {
+            return Err(OptionsError::new(format_args!(
+                "upperdir {} is inside workdir {}",
+                upper.shown(),
+                work.shown()
+            )));
+        }
+        if upper.dev != work.dev {
+            return Err(OptionsError::new(format_args!(
+                "workdir {} is not on the same filesystem as upperdir {}",
+                work.shown(),
+                upper.shown()
+            )));
+        }
+    }
+    for (what, dir) in [("upperdir", &upper), ("workdir", &work)] {
+        let Some(dir) = dir else { continue };
+        for lower in &lowers {
+            if dir.same_as(lower) {
+                return Err(OptionsError::new(format_args!(
+                    "{what} {} is also a lowerdir",
+                    dir.shown()
+                )));
+            }
+            if dir.within(lower) {
+                return Err(OptionsError::new(format_args!(
+                    "{what} {} is inside lowerdir {}",
+                    dir.shown(),
+                    lower.shown()
+                )));
+            }
+            if lower.within(dir) {
+                return Err(OptionsError::new(format_args!(
+                    "lowerdir {} is inside {what} {}",
+                    lower.shown(),
+                    dir.shown()
+                )));
+            }
+        }
+        // The daemon would have to look itself up through its own mount.
+        if mountpoint.within(dir) && !mountpoint.same_as(dir) {
+            return Err(OptionsError::new(format_args!(
+                "mountpoint {} is inside {what} {}",
+                mountpoint.shown(),
+                dir.shown()
+            )));
+        }
+    }
+
+    let mut threads = raw.threads;
+    if threads.is_none() && (raw.single_threaded || raw.threaded == Some(false)) {
+        threads = Some(1);
+    }
+    Ok(Config {
+        lowerdirs: lowers.into_iter().map(|d| d.path).collect(),
+        upperdir: upper.map(|d| d.path),
+        workdir: work.map(|d| d.path),
+        mountpoint: mountpoint.path,
+        source,
+        foreground: raw.foreground || raw.debug,
+        debug: raw.debug,
+        whiteout: raw.whiteout,
+        userxattr: raw.userxattr,
+        passthrough: raw.passthrough,
+        threads,
+        timeout: raw.timeout,
+        fsync: raw.fsync.unwrap_or(true) && !raw.volatile,
+        volatile: raw.volatile,
+        writeback: raw.writeback.unwrap_or(true),
+        uid_mapping: raw.uid_mapping,
+        gid_mapping: raw.gid_mapping,
+        squash_to_root: raw.squash_to_root,
+        squash_to_uid: raw.squash_to_uid,
+        squash_to_gid: raw.squash_to_gid,
+        static_nlink: raw.static_nlink,
+        noacl: raw.noacl,
+        ino32: raw.ino32,
+        fuse_options: raw.fuse_options,
+        ignored_options: raw.ignored_options,
+    })
+}
