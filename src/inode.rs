@@ -105,6 +105,8 @@ fn write_shard(s: &Shard) -> RwLockWriteGuard<'_, HashMap<u64, Arc<Node>>> {
 #[derive(Debug)]
 pub struct InodeTable {
     shards: Vec<Shard>,
+    /// Nodes freed so far; every so often the allocator is asked to return free memory.
+    freed: AtomicU64,
 }
 
 impl InodeTable {
@@ -112,6 +114,7 @@ impl InodeTable {
     pub fn new(root_state: NodeState, root_ino: u64) -> InodeTable {
         let table = InodeTable {
             shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
+            freed: AtomicU64::new(0),
         };
         let root = Arc::new(Node {
             id: ROOT_ID,
@@ -164,6 +167,15 @@ impl InodeTable {
         node.lookups.store(left, Ordering::Release);
         if left == 0 && id != ROOT_ID {
             shard.remove(&id);
+            // Tables never shrink by themselves: give memory back once a big tree is gone.
+            if shard.capacity() > 4096 && shard.len() * 4 < shard.capacity() {
+                let keep = shard.len() * 2;
+                shard.shrink_to(keep);
+            }
+            drop(shard);
+            if self.freed.fetch_add(1, Ordering::Relaxed) % 65_536 == 65_535 {
+                crate::sys::release_free_memory();
+            }
         }
     }
 

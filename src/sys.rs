@@ -626,3 +626,13 @@ pub fn path_below(fd: BorrowedFd<'_>, root: &std::path::Path) -> Option<CString>
     }
     CString::new(rel).ok()
 }
+
+/// Returns free heap memory to the system (glibc keeps freed chunks of its arenas otherwise,
+/// so the daemon's RSS would stay at the peak of the largest tree ever walked).
+pub fn release_free_memory() {
+    // SAFETY: malloc_trim only inspects and trims the allocator's own free lists; it is
+    // thread-safe in glibc and takes no pointers from us.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
