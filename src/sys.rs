@@ -319,13 +319,6 @@ fn termination_signals() -> libc::sigset_t {
     }
 }
 
-/// Takes ownership of a raw fd number handed over by a parent process.
-pub fn owned_fd_from_raw(fd: RawFd) -> OwnedFd {
-    // SAFETY: only used on fds this process created itself and owns exclusively
-    // (the pipe write end kept across fork).
-    unsafe { OwnedFd::from_raw_fd(fd) }
-}
-
 pub fn write_all(fd: BorrowedFd<'_>, mut data: &[u8]) -> SysResult<()> {
     while !data.is_empty() {
         match rustix::io::write(fd, data) {
@@ -348,16 +341,6 @@ pub fn read_to_end(fd: BorrowedFd<'_>) -> SysResult<Vec<u8>> {
             Err(e) => return Err(e),
         }
     }
-}
-
-/// `CStr` view used in log messages.
-pub fn lossy(name: &CStr) -> String {
-    name.to_string_lossy().into_owned()
-}
-
-/// Borrow helper: the fd behind anything fd-like.
-pub fn borrow<F: AsFd>(fd: &F) -> BorrowedFd<'_> {
-    fd.as_fd()
 }
 
 /// Removes everything inside a directory (not the directory itself), never following
