@@ -5,7 +5,7 @@
 //! xattrs of `O_PATH` fds go through `/proc/self/fd/N`, as libfuse's passthrough_hp does.
 
 use std::ffi::{CStr, CString, OsStr, OsString};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
 pub use rustix::fs::Stat;
