@@ -30,25 +30,6 @@ fn have(program: &str) -> bool {
         .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
 }
 
-fn kill_pid(pid: u32, sig: rustix::process::Signal) {
-    if let Some(p) = rustix::process::Pid::from_raw(pid as i32) {
-        let _ = rustix::process::kill_process(p, sig);
-    }
-}
-
-fn daemons_gone(mnt: &Path, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if find_daemon_pids(&ovlfs_bin(), mnt).is_empty() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn quiet(prog: &str, args: &[&OsStr]) -> bool {
     let mut c = Command::new(prog);
     c.args(args);

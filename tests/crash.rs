@@ -140,20 +140,6 @@ fn read_full(f: &mut fs::File, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n)
 }
 
-fn list_names(dir: &Path) -> Vec<String> {
-    match fs::read_dir(dir) {
-        Ok(rd) => {
-            let mut v: Vec<String> = rd
-                .filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect();
-            v.sort();
-            v
-        }
-        Err(e) => vec![format!("<read_dir {}: {e}>", dir.display())],
-    }
-}
-
 /// Removes everything inside `dir` (not following symlinks), keeping `dir`.
 fn clear_dir(dir: &Path) {
     for e in fs::read_dir(dir).unwrap_or_else(|e| panic!("read_dir {}: {e}", dir.display())) {
@@ -759,13 +745,13 @@ fn campaign(test: &str, options: &[&str], cats: &[usize], rotation: &[usize], it
         if k < steps.len() {
             mid_workload += 1;
         }
-        let stale = list_names(&fx.work.join("work"));
+        let stale = sorted_names(&fx.work.join("work"));
         if !stale.is_empty() {
             leftovers_seen += 1;
         }
 
         let m2 = ov.mount(&fx.mnt);
-        let after = list_names(&fx.work.join("work"));
+        let after = sorted_names(&fx.work.join("work"));
         assert!(
             after.is_empty(),
             "{c}: WORKDIR/work still holds {after:?} after the remount (before it: {stale:?})"

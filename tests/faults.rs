@@ -73,66 +73,8 @@ fn same_content(a: &Path, b: &Path) -> Result<(), String> {
     }
 }
 
-fn names_in(dir: &Path) -> Vec<String> {
-    match fs::read_dir(dir) {
-        Ok(rd) => {
-            let mut v: Vec<String> = rd
-                .filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect();
-            v.sort();
-            v
-        }
-        Err(e) => vec![format!("<read_dir {}: {e}>", dir.display())],
-    }
-}
-
 fn errno_of(e: &io::Error) -> String {
     errno_name(e.raw_os_error())
-}
-
-/// A mount of our own (the tmpfs upper) that is unmounted on drop, panics included.
-struct MountGuard {
-    path: PathBuf,
-}
-
-impl MountGuard {
-    fn mount(args: &[&str], path: &Path) -> Result<MountGuard, String> {
-        let mut c = Command::new("mount");
-        c.args(args).arg(path);
-        let out = run_cmd(&mut c, MOUNT_TIMEOUT).map_err(|e| format!("mount: {e}"))?;
-        let guard = MountGuard {
-            path: path.to_path_buf(),
-        };
-        if !out.success() || find_mount(path).is_none() {
-            return Err(format!(
-                "mount {args:?} {}: {}",
-                path.display(),
-                out.stderr.trim()
-            ));
-        }
-        Ok(guard)
-    }
-}
-
-impl Drop for MountGuard {
-    fn drop(&mut self) {
-        if find_mount(&self.path).is_some() {
-            let mut c = Command::new("umount");
-            c.arg(&self.path);
-            if !run_cmd_quiesced(&mut c, MOUNT_TIMEOUT).is_ok_and(|o| o.success()) {
-                let mut c = Command::new("umount");
-                c.arg("-l").arg(&self.path);
-                let _ = run_cmd(&mut c, MOUNT_TIMEOUT);
-            }
-        }
-        if find_mount(&self.path).is_some() {
-            visible(&format!(
-                "mount guard: WARNING: {} is still mounted",
-                self.path.display()
-            ));
-        }
-    }
 }
 
 /// Waits until the filesystem of `path` has `want` bytes free; Ok(elapsed) or Err(free bytes).
@@ -221,7 +163,7 @@ fn enospc_upper_full_fails_cleanly_and_keeps_serving() {
         "a partial copy of big is in the upper"
     );
     assert_eq!(
-        names_in(&workwork),
+        sorted_names(&workwork),
         Vec::<String>::new(),
         "temp leftovers after the failed copy-up"
     );
@@ -240,7 +182,7 @@ fn enospc_upper_full_fails_cleanly_and_keeps_serving() {
         "tree2 appeared although the rename failed"
     );
     assert_eq!(
-        names_in(&mnt.join("tree")),
+        sorted_names(&mnt.join("tree")),
         ["a", "b", "c"],
         "merged tree/ after the failed rename"
     );
@@ -249,7 +191,7 @@ fn enospc_upper_full_fails_cleanly_and_keeps_serving() {
             .unwrap_or_else(|e| panic!("after the failed tree copy-up: {e}"));
     }
     assert_eq!(
-        names_in(&workwork),
+        sorted_names(&workwork),
         Vec::<String>::new(),
         "temp leftovers after the failed rename"
     );
@@ -308,7 +250,7 @@ fn enospc_upper_full_fails_cleanly_and_keeps_serving() {
     );
     // ... and the daemon keeps serving everything that needs no space.
     assert_eq!(
-        names_in(&mnt),
+        sorted_names(&mnt),
         ["big", "dir", "fill", "small", "tree", "victim"]
     );
     same_content(&mnt.join("big"), &lower.join("big")).expect("read big with the upper full");
@@ -317,7 +259,7 @@ fn enospc_upper_full_fails_cleanly_and_keeps_serving() {
         .expect("unlink of a lower file (whiteout) with the upper full");
     assert!(!mnt.join("victim").exists());
     assert_eq!(
-        names_in(&workwork),
+        sorted_names(&workwork),
         Vec::<String>::new(),
         "temp leftovers with the upper full"
     );
@@ -353,11 +295,14 @@ fn enospc_upper_full_fails_cleanly_and_keeps_serving() {
     // 6. Remount: the same tree, no leftovers.
     let m = ov.mount(&mnt);
     assert_eq!(
-        names_in(&workwork),
+        sorted_names(&workwork),
         Vec::<String>::new(),
         "WORKDIR/work after the remount"
     );
-    assert_eq!(names_in(&mnt), ["big", "dir", "newfile", "small", "tree"]);
+    assert_eq!(
+        sorted_names(&mnt),
+        ["big", "dir", "newfile", "small", "tree"]
+    );
     same_content(&mnt.join("big"), &lower.join("big")).expect("big after remount");
     for f in ["a", "b", "c"] {
         same_content(&mnt.join("tree").join(f), &lower.join("tree").join(f))
@@ -538,8 +483,8 @@ fn no_xattr_no_mknod_upper_whiteout_auto_falls_back_to_aufs_whiteouts() {
     fs::remove_file(mnt.join("d/x")).expect("unlink d/x (needs a directory copy-up)");
     fs::remove_dir_all(mnt.join("e")).expect("rm -r e (a lower directory)");
     let check = |when: &str| {
-        assert_eq!(names_in(&mnt), ["d", "keep.txt"], "merged root {when}");
-        assert_eq!(names_in(&mnt.join("d")), ["y"], "merged d/ {when}");
+        assert_eq!(sorted_names(&mnt), ["d", "keep.txt"], "merged root {when}");
+        assert_eq!(sorted_names(&mnt.join("d")), ["y"], "merged d/ {when}");
         assert!(
             fs::symlink_metadata(mnt.join("gone.txt")).is_err(),
             "gone.txt is visible {when}"
@@ -560,7 +505,7 @@ fn no_xattr_no_mknod_upper_whiteout_auto_falls_back_to_aufs_whiteouts() {
             wh.exists(),
             "no AUFS whiteout {} in the upper (upper/{dir} holds {:?})",
             wh.display(),
-            names_in(&upper.join(dir))
+            sorted_names(&upper.join(dir))
         );
     }
     drop(d);
@@ -581,7 +526,7 @@ fn no_xattr_no_mknod_upper_whiteout_auto_falls_back_to_aufs_whiteouts() {
         b"new content"
     );
     assert_eq!(
-        names_in(&mnt.join("e")),
+        sorted_names(&mnt.join("e")),
         ["fresh"],
         "re-created e/ must not show the old lower e/"
     );
@@ -593,16 +538,16 @@ fn no_xattr_no_mknod_upper_whiteout_auto_falls_back_to_aufs_whiteouts() {
         "after a remount"
     );
     assert_eq!(
-        names_in(&mnt.join("e")),
+        sorted_names(&mnt.join("e")),
         ["fresh"],
         "re-created e/ after a remount"
     );
-    assert_eq!(names_in(&mnt), ["d", "e", "gone.txt", "keep.txt"]);
+    assert_eq!(sorted_names(&mnt), ["d", "e", "gone.txt", "keep.txt"]);
     fs::remove_file(mnt.join("gone.txt")).expect("delete gone.txt again");
     drop(d);
     let d = FilteredDaemon::start(&ov, &mnt);
     assert_eq!(
-        names_in(&mnt),
+        sorted_names(&mnt),
         ["d", "e", "keep.txt"],
         "after the second deletion and a remount"
     );

@@ -153,25 +153,11 @@ fn build_lowers(root: &Path, ns: Ns) -> Vec<PathBuf> {
     // Opaque directories.
     write_file(&l4.join("opq/o4"), "hidden by opaque l2 dir");
     write_file(&l3.join("opq/o3"), "hidden by opaque l2 dir");
-    opaque(
-        &l2.join("opq"),
-        if ns == Ns::Trusted {
-            Opaque::TrustedY
-        } else {
-            Opaque::UserY
-        },
-    );
+    opaque(&l2.join("opq"), ns.opaque_y());
     write_file(&l2.join("opq/o2"), "o2");
     write_file(&l1.join("opq/o1"), "o1");
     write_file(&l4.join("opq_top/below"), "hidden");
-    opaque(
-        &l1.join("opq_top"),
-        if ns == Ns::Trusted {
-            Opaque::TrustedY
-        } else {
-            Opaque::UserY
-        },
-    );
+    opaque(&l1.join("opq_top"), ns.opaque_y());
     write_file(&l1.join("opq_top/above"), "above");
 
     // xattr whiteouts, inside directories marked opaque=x (the only place the kernel honours them).
@@ -179,26 +165,12 @@ fn build_lowers(root: &Path, ns: Ns) -> Vec<PathBuf> {
     write_file(&l4.join("xwd/kept4"), "kept4");
     write_file(&l4.join("xwd/gonedir/deep"), "x");
     write_file(&l3.join("xwd/gone3"), "x");
-    opaque(
-        &l2.join("xwd"),
-        if ns == Ns::Trusted {
-            Opaque::TrustedX
-        } else {
-            Opaque::UserX
-        },
-    );
+    opaque(&l2.join("xwd"), ns.opaque_x());
     whiteout_xattr(&l2.join("xwd/gone"), ns);
     whiteout_xattr(&l2.join("xwd/gonedir"), ns);
     whiteout_xattr(&l2.join("xwd/gone3"), ns);
     write_file(&l2.join("xwd/kept2"), "kept2");
-    opaque(
-        &l1.join("xwd"),
-        if ns == Ns::Trusted {
-            Opaque::TrustedX
-        } else {
-            Opaque::UserX
-        },
-    );
+    opaque(&l1.join("xwd"), ns.opaque_x());
     write_file(&l1.join("xwd/kept1"), "kept1");
 
     // Awkward names, an empty dir, entries changing kind between layers.
@@ -250,14 +222,7 @@ fn build_upper(u: &Path, ns: Ns) {
     chmod(&u.join("d1"), 0o751);
     set_xattr(&u.join("d1"), "user.updir", b"upper d1");
     write_file(&u.join("d1/d2/d3/cu"), "cu");
-    opaque(
-        &u.join("opq_up"),
-        if ns == Ns::Trusted {
-            Opaque::TrustedY
-        } else {
-            Opaque::UserY
-        },
-    );
+    opaque(&u.join("opq_up"), ns.opaque_y());
     write_file(&u.join("opq_up/u"), "u");
     write_file(&u.join("fod_up"), "upper file over lower dir");
     write_file(&u.join("dof_up/n"), "upper dir over lower file");

@@ -128,26 +128,6 @@ fn describe(what: &str, o: &CmdOutput) -> String {
     )
 }
 
-fn kill_pid(pid: u32, sig: rustix::process::Signal) {
-    if let Some(p) = rustix::process::Pid::from_raw(pid as i32) {
-        let _ = rustix::process::kill_process(p, sig);
-    }
-}
-
-/// Wait (bounded) until no ovlfs daemon serves `mnt` any more.
-fn daemons_gone(mnt: &Path, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if find_daemon_pids(&ovlfs_bin(), mnt).is_empty() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// On drop: unmount the mountpoint if it is mounted in our namespace, then end (by PID) any
 /// ovlfs daemon still serving it, wherever its mount namespace is.
 struct Cleanup {

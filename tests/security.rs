@@ -55,43 +55,6 @@ fn io_err(e: rustix::io::Errno) -> io::Error {
     io::Error::from(e)
 }
 
-/// A mount of our own (the strictatime tmpfs), unmounted on drop.
-struct MountGuard {
-    path: PathBuf,
-}
-
-impl MountGuard {
-    fn tmpfs(path: &Path, opts: &str) -> MountGuard {
-        let mut c = Command::new("mount");
-        c.args(["-t", "tmpfs", "-o", opts, "tmpfs"]).arg(path);
-        let out = run_cmd(&mut c, MOUNT_TIMEOUT).expect("run mount");
-        let g = MountGuard {
-            path: path.to_path_buf(),
-        };
-        assert!(
-            out.success() && find_mount(path).is_some(),
-            "mount tmpfs on {}: {}",
-            path.display(),
-            out.stderr
-        );
-        g
-    }
-}
-
-impl Drop for MountGuard {
-    fn drop(&mut self) {
-        if find_mount(&self.path).is_some() {
-            let mut c = Command::new("umount");
-            c.arg(&self.path);
-            if !run_cmd_quiesced(&mut c, MOUNT_TIMEOUT).is_ok_and(|o| o.success()) {
-                let mut c = Command::new("umount");
-                c.arg("-l").arg(&self.path);
-                let _ = run_cmd(&mut c, MOUNT_TIMEOUT);
-            }
-        }
-    }
-}
-
 /// Everything observable about a directory tree, atimes included (on a strictatime mount
 /// every read and listing updates them).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -202,7 +165,11 @@ const CALLER_SIDE: &[u8] = b"caller-side file\n";
 impl Outside {
     fn new(path: &Path) -> Outside {
         mkdirs(path);
-        let guard = MountGuard::tmpfs(path, "size=4m,mode=755,strictatime");
+        let guard = MountGuard::mount(
+            &["-t", "tmpfs", "-o", "size=4m,mode=755,strictatime", "tmpfs"],
+            path,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         file_full(&path.join("secret"), DAEMON_SIDE, 0o640, 0, 0);
         write_file(&path.join("dir/inner"), DAEMON_SIDE);
         mkdirs(&path.join("empty"));

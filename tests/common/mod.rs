@@ -6,6 +6,10 @@
 #![allow(dead_code)]
 
 pub mod rng;
+pub mod scratch;
+
+#[allow(unused_imports)] // each test binary uses a different subset
+pub use scratch::{MountGuard, daemons_gone, kill_pid, sorted_names};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{OsStr, OsString};
@@ -1505,6 +1509,22 @@ impl Ns {
 
     pub fn xattr(self, name: &str) -> String {
         format!("{}{name}", self.prefix())
+    }
+
+    /// `NS.overlay.opaque=y` in this namespace.
+    pub fn opaque_y(self) -> Opaque {
+        match self {
+            Ns::Trusted => Opaque::TrustedY,
+            Ns::User => Opaque::UserY,
+        }
+    }
+
+    /// `NS.overlay.opaque=x` ("may hold xattr whiteouts") in this namespace.
+    pub fn opaque_x(self) -> Opaque {
+        match self {
+            Ns::Trusted => Opaque::TrustedX,
+            Ns::User => Opaque::UserX,
+        }
     }
 }
 
