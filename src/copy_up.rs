@@ -185,7 +185,7 @@ impl Overlay {
             .flatten();
         let upper = LayerObject {
             layer: 0,
-            fd: crate::lookup::ObjFd::Open(upper_fd),
+            fd: crate::lookup::ObjFd::open(upper_fd),
         };
         if node.is_dir() {
             state.objects.insert(0, upper);

@@ -192,7 +192,7 @@ impl Overlay {
         let state = NodeState {
             objects: vec![crate::lookup::LayerObject {
                 layer: 0,
-                fd: crate::lookup::ObjFd::Open(fd),
+                fd: crate::lookup::ObjFd::open(fd),
             }],
             parent: Some(parent.clone()),
             name: name.to_owned(),

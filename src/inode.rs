@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::os::fd::BorrowedFd;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::lookup::{FdRef, LayerObject};
@@ -55,6 +55,8 @@ pub struct Node {
     /// `S_IFMT` bits of the node; a name never changes type while it is the same node.
     pub file_type: u32,
     lookups: AtomicU64,
+    /// Reclaim epoch of the last lookup (see [`crate::reclaim`]).
+    last_used: AtomicU32,
     state: RwLock<NodeState>,
     /// Open files of this node, for the data-path rules of [`crate::passthrough`].
     pub io: crate::passthrough::NodeIoLock,
@@ -73,6 +75,20 @@ impl Node {
         self.file_type == libc::S_IFDIR
     }
 
+    pub fn last_used(&self) -> u32 {
+        self.last_used.load(Ordering::Relaxed)
+    }
+
+    /// Fds this node holds open (0 for a lower non-directory).
+    pub fn held_fd_count(&self) -> usize {
+        let state = self.read();
+        state
+            .objects
+            .iter()
+            .filter(|o| o.fd.held().is_some())
+            .count()
+    }
+
     /// A node outside the table (the kernel holds no reference to it), used to copy up
     /// objects the kernel has not looked up, e.g. the contents of a renamed directory.
     pub fn detached(ino: u64, file_type: u32, state: NodeState) -> Node {
@@ -81,6 +97,7 @@ impl Node {
             ino,
             file_type,
             lookups: AtomicU64::new(0),
+            last_used: AtomicU32::new(0),
             state: RwLock::new(state),
             io: Default::default(),
         }
@@ -122,6 +139,7 @@ impl InodeTable {
             file_type: libc::S_IFDIR,
             // The root is never forgotten.
             lookups: AtomicU64::new(1 << 62),
+            last_used: AtomicU32::new(0),
             state: RwLock::new(root_state),
             io: Default::default(),
         });
@@ -145,6 +163,8 @@ impl InodeTable {
             && node.file_type == file_type
         {
             node.lookups.fetch_add(1, Ordering::AcqRel);
+            node.last_used
+                .store(crate::reclaim::epoch(), Ordering::Relaxed);
             return node.clone();
         }
         let node = Arc::new(Node {
@@ -152,6 +172,7 @@ impl InodeTable {
             ino,
             file_type,
             lookups: AtomicU64::new(1),
+            last_used: AtomicU32::new(crate::reclaim::epoch()),
             state: RwLock::new(state),
             io: Default::default(),
         });
@@ -177,6 +198,15 @@ impl InodeTable {
                 crate::sys::release_free_memory();
             }
         }
+    }
+
+    /// Every live node (for reclaim; no node lock is taken under a shard lock).
+    pub fn snapshot(&self) -> Vec<Arc<Node>> {
+        let mut nodes = Vec::new();
+        for shard in &self.shards {
+            nodes.extend(read_shard(shard).values().cloned());
+        }
+        nodes
     }
 
     /// Number of live nodes (for tests and memory checks).

@@ -17,6 +17,7 @@ pub mod options;
 pub mod overlay;
 pub mod passthrough;
 pub mod readdir;
+pub mod reclaim;
 pub mod sys;
 pub mod whiteout;
 pub mod xattrs;

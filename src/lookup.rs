@@ -24,7 +24,7 @@ pub struct LayerObject {
 #[derive(Debug)]
 pub enum ObjFd {
     /// An `O_PATH | O_NOFOLLOW` fd held for the node's life (directories, upper objects).
-    Open(OwnedFd),
+    Open(crate::reclaim::HeldFd),
     /// A non-directory of an (immutable) lower layer: its path from the layer root, opened
     /// on demand. Holding no fd keeps big trees within the open-file limit.
     Path { root: Arc<OwnedFd>, path: CString },
@@ -46,6 +46,11 @@ impl FdRef<'_> {
 }
 
 impl ObjFd {
+    /// An fd the node holds for its life.
+    pub fn open(fd: OwnedFd) -> ObjFd {
+        ObjFd::Open(crate::reclaim::HeldFd::new(fd))
+    }
+
     pub fn get(&self) -> SysResult<FdRef<'_>> {
         match self {
             ObjFd::Open(fd) => Ok(FdRef::Borrowed(fd.as_fd())),
@@ -212,7 +217,7 @@ impl Merge {
             }
             self.objects.push(LayerObject {
                 layer,
-                fd: ObjFd::Open(fd),
+                fd: ObjFd::open(fd),
             });
         }
     }
@@ -276,7 +281,7 @@ pub fn lookup(
             stat: st,
             objects: vec![LayerObject {
                 layer,
-                fd: ObjFd::Open(fd),
+                fd: ObjFd::open(fd),
             }],
             origin,
         };

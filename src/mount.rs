@@ -96,6 +96,15 @@ fn lazy_unmount(mountpoint: &std::path::Path) {
     }
 }
 
+/// Starts the thread that keeps node fds under the open-file limit (see [`crate::reclaim`]).
+fn start_reclaim(overlay: &Arc<Overlay>, session: &fuser::Session<OverlayFs>, fd_limit: u64) {
+    use std::os::fd::AsFd;
+    match session.as_fd().try_clone_to_owned() {
+        Ok(dev) => crate::reclaim::start(overlay.clone(), dev, fd_limit),
+        Err(e) => log::warn!("no reclaim thread: cannot duplicate the FUSE fd ({e})"),
+    }
+}
+
 fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 16))
 }
@@ -103,13 +112,16 @@ fn default_threads() -> usize {
 /// Mounts in a background thread of the calling process (for embedding, the demo, benches).
 pub fn spawn_background(config: &Config) -> io::Result<fuser::BackgroundSession> {
     sys::set_umask(0);
-    sys::raise_fd_limit();
+    let fd_limit = sys::raise_fd_limit();
     let overlay = Arc::new(Overlay::new(config)?);
     let session = fuser::Session::new(
-        OverlayFs { ov: overlay },
+        OverlayFs {
+            ov: overlay.clone(),
+        },
         &config.mountpoint,
         &session_config(config),
     )?;
+    start_reclaim(&overlay, &session, fd_limit);
     session.spawn()
 }
 
@@ -131,7 +143,7 @@ pub fn run(config: &Config) -> i32 {
         }
     };
     if config.foreground {
-        return serve(config, overlay, None);
+        return serve(config, overlay, None, fd_limit);
     }
     let (read_end, write_end) = match sys::pipe() {
         Ok(p) => p,
@@ -162,16 +174,23 @@ pub fn run(config: &Config) -> i32 {
         }
         Ok(ForkResult::Child) => {
             drop(read_end);
-            serve(config, overlay, Some(write_end))
+            serve(config, overlay, Some(write_end), fd_limit)
         }
     }
 }
 
 /// Mounts, reports readiness (to the parent, if daemonized), and serves until unmounted.
-fn serve(config: &Config, overlay: Arc<Overlay>, ready: Option<std::os::fd::OwnedFd>) -> i32 {
+fn serve(
+    config: &Config,
+    overlay: Arc<Overlay>,
+    ready: Option<std::os::fd::OwnedFd>,
+    fd_limit: u64,
+) -> i32 {
     sys::block_termination_signals();
     let mut session = match fuser::Session::new(
-        OverlayFs { ov: overlay },
+        OverlayFs {
+            ov: overlay.clone(),
+        },
         &config.mountpoint,
         &session_config(config),
     ) {
@@ -197,6 +216,7 @@ fn serve(config: &Config, overlay: Arc<Overlay>, ready: Option<std::os::fd::Owne
             sys::detach_stdio_and_session();
         }
     }
+    start_reclaim(&overlay, &session, fd_limit);
     let mut unmounter = session.unmount_callable();
     let mountpoint = config.mountpoint.clone();
     let _ = std::thread::Builder::new()

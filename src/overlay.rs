@@ -73,7 +73,7 @@ impl Overlay {
             let fd = layer.root.as_fd().try_clone_to_owned()?;
             objects.push(LayerObject {
                 layer: layer.index,
-                fd: lookup::ObjFd::Open(fd),
+                fd: lookup::ObjFd::open(fd),
             });
         }
         let first_lower = stack.first_lower();
@@ -132,10 +132,10 @@ impl Overlay {
             // ".." in a layer root would step outside the layer.
             return Err(Errno::INVAL);
         }
-        let mut resolved = {
+        let mut resolved = crate::reclaim::retry_on_emfile(|| {
             let state = parent_node.read();
-            lookup::lookup(&self.stack, &state.layer_fds(), name)?
-        };
+            lookup::lookup(&self.stack, &state.layer_fds(), name)
+        })?;
         if let Some(r) = &mut resolved {
             self.release_lower_fd(r);
         }

@@ -619,3 +619,34 @@ pub fn release_free_memory() {
         libc::malloc_trim(0);
     }
 }
+
+/// `FUSE_NOTIFY_PRUNE` (protocol 7.45): asks the kernel to drop the unused dentries of these
+/// nodes, so that the inodes are evicted and forgotten.
+pub fn notify_prune(dev: BorrowedFd<'_>, nodeids: &[u64]) -> SysResult<()> {
+    const FUSE_NOTIFY_PRUNE: i32 = 9;
+    for batch in nodeids.chunks(512) {
+        let len = 16 + 16 + 8 * batch.len();
+        let mut msg = Vec::with_capacity(len);
+        // struct fuse_out_header { len, error (the notify code), unique (0) }
+        msg.extend_from_slice(&(len as u32).to_ne_bytes());
+        msg.extend_from_slice(&FUSE_NOTIFY_PRUNE.to_ne_bytes());
+        msg.extend_from_slice(&0u64.to_ne_bytes());
+        // struct fuse_notify_prune_out { count, padding, spare }, then the node ids.
+        msg.extend_from_slice(&(batch.len() as u32).to_ne_bytes());
+        msg.extend_from_slice(&[0u8; 12]);
+        for id in batch {
+            msg.extend_from_slice(&id.to_ne_bytes());
+        }
+        loop {
+            match rustix::io::write(dev, &msg) {
+                Ok(n) if n == len => break,
+                Ok(_) => return Err(Errno::IO),
+                Err(Errno::INTR) => continue,
+                // The kernel has already forgotten some of them.
+                Err(Errno::NOENT) => break,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
+}

@@ -26,6 +26,7 @@ use common::*;
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -1043,4 +1044,143 @@ fn memory_released_after_kernel_forgets_a_large_walk() {
         );
     }
     drop(m);
+}
+
+/// The daemon's soft and hard `RLIMIT_NOFILE`.
+fn fd_limits(pid: u32) -> (u64, u64) {
+    let limits = fs::read_to_string(format!("/proc/{pid}/limits")).unwrap_or_default();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap_or_default();
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    (
+        v.first().copied().unwrap_or(0),
+        v.get(1).copied().unwrap_or(0),
+    )
+}
+
+/// Every directory and upper object holds an fd while the kernel keeps its inode, and the
+/// kernel keeps inodes until memory runs short. Under an open-file limit of 512, creating ten
+/// times that many upper files and directories (all staying in the kernel's cache) must not
+/// fail: the daemon has the kernel prune unused entries when its fds near the limit. Open
+/// files, inode numbers and contents must survive the pruning.
+#[test]
+fn fd_limit_many_upper_objects_within_a_small_limit() {
+    const TEST: &str = "fd_limit_many_upper_objects_within_a_small_limit";
+    if !require_root(TEST) {
+        return;
+    }
+    const LIMIT: u64 = 512;
+    let (_t, s) = scratch(&["lower", "upper", "work", "mnt"]);
+    let lower = s.join("lower");
+    for d in 0..20 {
+        write_file(&lower.join(format!("l{d}/base")), format!("lower {d}"));
+    }
+    let lower_before = snapshot_tree(&lower);
+    let mnt = s.join("mnt");
+    // Without CAP_SYS_RESOURCE the daemon cannot lift the hard limit.
+    let m = Ovlfs::new([&lower])
+        .upper(s.join("upper"), s.join("work"))
+        .wrapped([
+            "prlimit".to_string(),
+            format!("--nofile={LIMIT}:{LIMIT}"),
+            "setpriv".into(),
+            "--inh-caps=-sys_resource".into(),
+            "--bounding-set=-sys_resource".into(),
+        ])
+        .mount(&mnt);
+    let pid = m.pid().expect("pid");
+    let (soft, hard) = fd_limits(pid);
+    assert_eq!(
+        (soft, hard),
+        (LIMIT, LIMIT),
+        "the daemon's open-file limit is not the test's"
+    );
+    let mnt2 = mnt.clone();
+    let result = with_watchdog(300, &mnt, move || -> Result<(usize, usize), String> {
+        let err = |what: &str, p: &Path, e: io::Error| format!("{what} {}: {e}", p.display());
+        // Files kept open through the whole run: pruning must leave them working.
+        let mut kept = Vec::new();
+        let mut inos = Vec::new();
+        let mut max_fds = 0;
+        for i in 0..5000usize {
+            // New upper directories, and names in copied-up lower ones.
+            let dir = if i % 2 == 0 {
+                mnt2.join(format!("l{}", i % 20))
+            } else {
+                mnt2.join(format!("new{}", i % 500))
+            };
+            if i < 500 && i % 2 == 1 {
+                fs::create_dir(&dir).map_err(|e| err("mkdir", &dir, e))?;
+            }
+            let p = dir.join(format!("f{i}"));
+            let mut f = fs::File::create(&p).map_err(|e| err("create", &p, e))?;
+            f.write_all(format!("data {i}").as_bytes())
+                .map_err(|e| err("write", &p, e))?;
+            let md = fs::symlink_metadata(&p).map_err(|e| err("lstat", &p, e))?;
+            inos.push((p, md.ino()));
+            if i % 100 == 0 {
+                kept.push((f, i));
+                max_fds = max_fds.max(fd_count(pid));
+            }
+        }
+        for (p, ino) in &inos {
+            let md = fs::symlink_metadata(p).map_err(|e| err("lstat again", p, e))?;
+            if md.ino() != *ino {
+                return Err(format!(
+                    "{}: st_ino {} became {}",
+                    p.display(),
+                    ino,
+                    md.ino()
+                ));
+            }
+        }
+        for (p, _) in inos.iter().step_by(37) {
+            let i: usize = p.file_name().unwrap().to_str().unwrap()[1..]
+                .parse()
+                .unwrap();
+            let data = fs::read(p).map_err(|e| err("read", p, e))?;
+            if data != format!("data {i}").as_bytes() {
+                return Err(format!("{}: content changed", p.display()));
+            }
+        }
+        for (f, i) in &mut kept {
+            f.write_all(b" more")
+                .map_err(|e| format!("write to kept fd {i}: {e}"))?;
+            let mut back = String::new();
+            f.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
+            fs::File::open(format!("/proc/self/fd/{}", f.as_raw_fd()))
+                .and_then(|mut r| r.read_to_string(&mut back))
+                .map_err(|e| format!("read kept fd {i}: {e}"))?;
+            if back != format!("data {i} more") {
+                return Err(format!("kept fd {i} reads {back:?}"));
+            }
+        }
+        Ok((inos.len(), max_fds.max(fd_count(pid))))
+    });
+    let (files, max_fds) = result.unwrap_or_else(|e| {
+        panic!(
+            "{TEST}: {e}\n  the daemon holds {} descriptors (limit {LIMIT})",
+            fd_count(pid)
+        )
+    });
+    visible(&format!(
+        "{TEST}: {files} upper files and 250 new directories under an open-file limit of {LIMIT}; \
+         the daemon held at most {max_fds} descriptors (sampled)"
+    ));
+    assert!(process_alive(pid), "the daemon died");
+    drop(m);
+    assert_trees_equal(
+        "lower before",
+        &lower_before,
+        "lower after",
+        &snapshot_tree(&lower),
+    );
+    // The upper holds what was written, as ordinary files.
+    let upper_file = s.join("upper/new7/f7");
+    assert_eq!(fs::read(&upper_file).expect("read upper"), b"data 7");
 }

@@ -442,6 +442,9 @@ pub struct Ovlfs {
     pub upper: Option<(PathBuf, PathBuf)>,
     pub options: Vec<String>,
     pub extra_args: Vec<OsString>,
+    /// A command the daemon runs under (e.g. `prlimit --nofile=N:N`); it must exec its
+    /// argument so the daemon keeps the child's PID.
+    pub wrapper: Vec<OsString>,
 }
 
 /// Result of starting ovlfs without `-f`.
@@ -487,6 +490,15 @@ impl Ovlfs {
         self
     }
 
+    /// Run the daemon under `wrapper` (a program and its arguments, before ovlfs's own).
+    pub fn wrapped<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(mut self, wrapper: I) -> Ovlfs {
+        self.wrapper = wrapper
+            .into_iter()
+            .map(|a| a.as_ref().to_os_string())
+            .collect();
+        self
+    }
+
     /// The comma-separated `-o` string.
     pub fn opts_string(&self) -> String {
         let mut parts = Vec::new();
@@ -504,7 +516,14 @@ impl Ovlfs {
 
     /// `ovlfs [-f] [extra] -o OPTS MNT`.
     pub fn command(&self, mnt: &Path, foreground: bool) -> Command {
-        let mut c = Command::new(ovlfs_bin());
+        let mut c = match self.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(ovlfs_bin());
+                c
+            }
+            None => Command::new(ovlfs_bin()),
+        };
         if foreground {
             c.arg("-f");
         }

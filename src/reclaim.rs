@@ -1,0 +1,178 @@
+//! Keeping the fds held by nodes under the open-file limit.
+//!
+//! Directories and upper objects hold an `O_PATH` fd for as long as the kernel keeps their
+//! inode (passthrough_hp's design). The kernel forgets inodes only under memory pressure, so a
+//! long workload that leaves many names behind reaches `RLIMIT_NOFILE` long before that. When
+//! the held fds pass half the limit, a reclaim thread asks the kernel to prune the least
+//! recently looked-up nodes (`FUSE_NOTIFY_PRUNE`, kernel ≥ 6.18): the kernel drops only
+//! *unused* dentries of those inodes — never one in use, open, a cwd or a mountpoint — and
+//! sends FORGET for each inode it evicts, which closes the fds.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::time::Duration;
+
+use crate::overlay::Overlay;
+use crate::sys;
+
+/// Fds held by nodes, in this process (the limit is per process too).
+static HELD: AtomicUsize = AtomicUsize::new(0);
+/// Held fds above which reclaim starts (`usize::MAX` until a reclaimer runs).
+static HIGH_WATER: AtomicUsize = AtomicUsize::new(usize::MAX);
+/// Coarse clock for "least recently looked up": advanced by the reclaim thread.
+static EPOCH: AtomicU32 = AtomicU32::new(1);
+static WAKE: (Mutex<bool>, Condvar) = (Mutex::new(false), Condvar::new());
+/// Set while a wake-up is pending or a reclaim runs, so crossing the mark wakes only once.
+static PENDING: AtomicBool = AtomicBool::new(false);
+/// Nodes named in prune notifications so far (for logs and tests).
+pub static PRUNED_NODES: AtomicUsize = AtomicUsize::new(0);
+
+/// An fd a node holds for its life, counted against the open-file limit.
+#[derive(Debug)]
+pub struct HeldFd(OwnedFd);
+
+impl HeldFd {
+    pub fn new(fd: OwnedFd) -> HeldFd {
+        let held = HELD.fetch_add(1, Ordering::Relaxed) + 1;
+        if held >= HIGH_WATER.load(Ordering::Relaxed) && !PENDING.swap(true, Ordering::AcqRel) {
+            wake();
+        }
+        HeldFd(fd)
+    }
+}
+
+impl Drop for HeldFd {
+    fn drop(&mut self) {
+        HELD.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl AsFd for HeldFd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
+pub fn held_fds() -> usize {
+    HELD.load(Ordering::Relaxed)
+}
+
+/// Runs `op`; if it ran out of fds, has the reclaim thread free some (waiting up to 200 ms)
+/// and runs it once more. Only for operations that can simply be repeated (lookups).
+pub fn retry_on_emfile<T>(mut op: impl FnMut() -> sys::SysResult<T>) -> sys::SysResult<T> {
+    match op() {
+        Err(sys::Errno::MFILE) if HIGH_WATER.load(Ordering::Relaxed) != usize::MAX => {
+            PENDING.store(true, Ordering::Release);
+            wake();
+            let high = HIGH_WATER.load(Ordering::Relaxed);
+            for _ in 0..20 {
+                std::thread::sleep(Duration::from_millis(10));
+                if held_fds() < high {
+                    break;
+                }
+            }
+            op()
+        }
+        other => other,
+    }
+}
+
+/// The current epoch, stamped on a node at each lookup.
+pub fn epoch() -> u32 {
+    EPOCH.load(Ordering::Relaxed)
+}
+
+fn wake() {
+    let (flag, cv) = &WAKE;
+    *flag.lock().unwrap_or_else(|e| e.into_inner()) = true;
+    cv.notify_one();
+}
+
+/// Starts the reclaim thread for `ov`, sending prune notifications on `dev` (the session's
+/// /dev/fuse fd). `fd_limit` is the process's soft `RLIMIT_NOFILE`.
+pub fn start(ov: Arc<Overlay>, dev: OwnedFd, fd_limit: u64) {
+    let limit = usize::try_from(fd_limit).unwrap_or(usize::MAX);
+    let high = (limit / 2).max(64);
+    HIGH_WATER.store(high, Ordering::Relaxed);
+    let target = limit / 4;
+    // A weak reference: the thread ends with the mount's state (in-process mounts).
+    let ov = Arc::downgrade(&ov);
+    let spawned = std::thread::Builder::new()
+        .name("ovlfs-reclaim".into())
+        .spawn(move || reclaim_loop(&ov, dev.as_fd(), high, target));
+    if let Err(e) = spawned {
+        log::warn!("no reclaim thread ({e}): node fds are bounded only by the kernel's forgets");
+    }
+}
+
+fn reclaim_loop(ov: &Weak<Overlay>, dev: BorrowedFd<'_>, high: usize, target: usize) {
+    let mut supported = true;
+    while supported {
+        {
+            let (flag, cv) = &WAKE;
+            let guard = flag.lock().unwrap_or_else(|e| e.into_inner());
+            let (mut woken, _) = cv
+                .wait_timeout_while(guard, Duration::from_secs(1), |w| !*w)
+                .unwrap_or_else(|e| e.into_inner());
+            *woken = false;
+        }
+        // Marks crossed from now on wake the thread again.
+        PENDING.store(false, Ordering::Release);
+        EPOCH.fetch_add(1, Ordering::Relaxed);
+        let Some(ov) = ov.upgrade() else { return };
+        // Directories are pruned only once their children are gone: a few passes.
+        for _ in 0..4 {
+            if held_fds() < high {
+                break;
+            }
+            let victims = pick_victims(&ov, held_fds().saturating_sub(target));
+            if victims.is_empty() {
+                break;
+            }
+            log::debug!(
+                "{} fds held: asking the kernel to prune {} nodes",
+                held_fds(),
+                victims.len()
+            );
+            match sys::notify_prune(dev, &victims) {
+                Ok(()) => {
+                    PRUNED_NODES.fetch_add(victims.len(), Ordering::Relaxed);
+                }
+                Err(e) => {
+                    log::warn!(
+                        "the kernel refused FUSE_NOTIFY_PRUNE ({e}); node fds can reach the \
+                         open-file limit"
+                    );
+                    supported = false;
+                    break;
+                }
+            }
+            // FORGETs arrive asynchronously.
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Node ids to prune, least recently looked up first, holding about `want` fds. Leaves
+/// (non-directories) come first: a directory's dentry is in use while children are cached.
+fn pick_victims(ov: &Overlay, want: usize) -> Vec<u64> {
+    let mut candidates: Vec<(bool, u32, u64, usize)> = Vec::new();
+    for node in ov.inodes.snapshot() {
+        let fds = node.held_fd_count();
+        if fds > 0 && node.id != crate::inode::ROOT_ID {
+            candidates.push((node.is_dir(), node.last_used(), node.id, fds));
+        }
+    }
+    candidates.sort_unstable();
+    let mut freed = 0;
+    let mut victims = Vec::new();
+    for (_, _, id, fds) in candidates {
+        if freed >= want {
+            break;
+        }
+        freed += fds;
+        victims.push(id);
+    }
+    victims
+}
