@@ -12,6 +12,9 @@ use crate::inode::Node;
 use crate::killpriv::{self, Caller};
 use crate::overlay::Overlay;
 use crate::passthrough::{DataPath, MakeBacking};
+
+/// Largest read buffer a thread keeps between requests (readahead asks for 128 KiB).
+const MAX_KEPT_READ_BUF: usize = 1 << 20;
 use crate::readdir::{self, MergedEntry};
 use crate::sys::{self, Errno, SysResult};
 
@@ -190,18 +193,37 @@ impl Overlay {
         }
     }
 
-    pub fn read(&self, fh: u64, offset: u64, size: u32) -> SysResult<Vec<u8>> {
+    /// Reads up to `size` bytes at `offset` and hands them to `reply` (a per-thread buffer
+    /// is reused: no allocation or zeroing per request).
+    pub fn read<R>(
+        &self,
+        fh: u64,
+        offset: u64,
+        size: u32,
+        reply: impl FnOnce(&[u8]) -> R,
+    ) -> SysResult<R> {
+        thread_local! {
+            static READ_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
         let handle = self.handles.get(fh)?;
         let file = file_handle(&handle)?;
-        let mut buf = vec![0u8; size as usize];
         let fd = self.current_fd(file)?;
-        let n = sys::pread(
-            fd.as_ref().map_or(file.fd.as_fd(), |f| f.as_fd()),
-            &mut buf,
-            offset,
-        )?;
-        buf.truncate(n);
-        Ok(buf)
+        let fd = fd.as_ref().map_or(file.fd.as_fd(), |f| f.as_fd());
+        let size = size as usize;
+        if size > MAX_KEPT_READ_BUF {
+            // Rare (direct I/O): not worth keeping per thread.
+            let mut buf = vec![0u8; size];
+            let n = sys::pread(fd, &mut buf, offset)?;
+            return Ok(reply(&buf[..n]));
+        }
+        READ_BUF.with(|cell| {
+            let mut buf = cell.borrow_mut();
+            if buf.len() < size {
+                buf.resize(size, 0);
+            }
+            let n = sys::pread(fd, &mut buf[..size], offset)?;
+            Ok(reply(&buf[..n]))
+        })
     }
 
     /// A read-only handle opened on a lower object before that object was copied up must

@@ -168,9 +168,17 @@ impl Filesystem for OverlayFs {
         _lock_owner: Option<fuser::LockOwner>,
         reply: ReplyData,
     ) {
-        guarded("read", || match self.ov.read(fh.0, offset, size) {
-            Ok(data) => reply.data(&data),
-            Err(e) => reply.error(errno(e)),
+        guarded("read", || {
+            // The reply is moved into the closure only when the read succeeds.
+            let mut reply = Some(reply);
+            let sent = self.ov.read(fh.0, offset, size, |data| {
+                if let Some(r) = reply.take() {
+                    r.data(data);
+                }
+            });
+            if let (Err(e), Some(r)) = (sent, reply) {
+                r.error(errno(e));
+            }
         })
     }
 

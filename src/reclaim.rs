@@ -154,25 +154,54 @@ fn reclaim_loop(ov: &Weak<Overlay>, dev: BorrowedFd<'_>, high: usize, target: us
     }
 }
 
-/// Node ids to prune, least recently looked up first, holding about `want` fds. Leaves
-/// (non-directories) come first: a directory's dentry is in use while children are cached.
+/// Node ids to prune: the least recently looked-up nodes holding about `want` fds, plus every
+/// cached node below a chosen directory (a directory's dentry stays in use while children
+/// are cached), deepest first, so that one notification prunes whole subtrees bottom-up.
 fn pick_victims(ov: &Overlay, want: usize) -> Vec<u64> {
-    let mut candidates: Vec<(bool, u32, u64, usize)> = Vec::new();
-    for node in ov.inodes.snapshot() {
-        let fds = node.held_fd_count();
-        if fds > 0 && node.id != crate::inode::ROOT_ID {
-            candidates.push((node.is_dir(), node.last_used(), node.id, fds));
-        }
+    struct Candidate {
+        id: u64,
+        last_used: u32,
+        fds: usize,
+        /// Ids of the parent chain, nearest first.
+        ancestors: Vec<u64>,
     }
-    candidates.sort_unstable();
+    let mut candidates: Vec<Candidate> = ov
+        .inodes
+        .snapshot()
+        .into_iter()
+        .filter(|node| node.id != crate::inode::ROOT_ID)
+        .map(|node| {
+            let mut ancestors = Vec::new();
+            let mut parent = node.read().parent.clone();
+            while let Some(p) = parent {
+                ancestors.push(p.id);
+                parent = p.read().parent.clone();
+            }
+            Candidate {
+                id: node.id,
+                last_used: node.last_used(),
+                fds: node.held_fd_count(),
+                ancestors,
+            }
+        })
+        .collect();
+    candidates.sort_unstable_by_key(|c| c.last_used);
+    let mut chosen = std::collections::HashSet::new();
     let mut freed = 0;
-    let mut victims = Vec::new();
-    for (_, _, id, fds) in candidates {
+    for c in &candidates {
         if freed >= want {
             break;
         }
-        freed += fds;
-        victims.push(id);
+        if c.fds > 0 {
+            freed += c.fds;
+            chosen.insert(c.id);
+        }
     }
-    victims
+    let mut victims: Vec<(usize, u64)> = candidates
+        .iter()
+        .filter(|c| chosen.contains(&c.id) || c.ancestors.iter().any(|a| chosen.contains(a)))
+        .map(|c| (c.ancestors.len(), c.id))
+        .collect();
+    victims.sort_unstable_by(|a, b| b.cmp(a));
+    victims.into_iter().map(|(_, id)| id).collect()
 }

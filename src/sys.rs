@@ -399,6 +399,16 @@ pub fn link_fd_at(fd: BorrowedFd<'_>, dir: BorrowedFd<'_>, name: &OsStr) -> SysR
     )
 }
 
+/// Hard-links `old_dir/old` as `new_dir/new` (never following a symlink).
+pub fn link_at(
+    old_dir: BorrowedFd<'_>,
+    old: &OsStr,
+    new_dir: BorrowedFd<'_>,
+    new: &OsStr,
+) -> SysResult<()> {
+    rustix::fs::linkat(old_dir, old, new_dir, new, AtFlags::empty())
+}
+
 pub fn unlink_at(dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<()> {
     rustix::fs::unlinkat(dir, name, AtFlags::empty())
 }

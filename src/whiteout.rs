@@ -206,7 +206,7 @@ pub fn make_whiteout(
     tmp: &OsStr,
 ) -> SysResult<()> {
     match form {
-        WhiteoutForm::Chardev => sys::mknod_at(work, tmp, libc::S_IFCHR, 0),
+        WhiteoutForm::Chardev => make_chardev_whiteout(work, tmp),
         WhiteoutForm::Xattr | WhiteoutForm::Aufs => {
             let flags =
                 rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CREATE | rustix::fs::OFlags::EXCL;
@@ -222,6 +222,31 @@ pub fn make_whiteout(
             Ok(())
         }
     }
+}
+
+/// The 0/0 device kept in the workdir and hard-linked as each new whiteout, as the kernel's
+/// overlayfs does: a deletion then allocates no inode. (Removed with the other temp objects
+/// at mount; made again on first use.)
+const SHARED_WHITEOUT: &str = "#ovlfs.whiteout";
+
+fn make_chardev_whiteout(work: BorrowedFd<'_>, tmp: &OsStr) -> SysResult<()> {
+    let shared = OsStr::new(SHARED_WHITEOUT);
+    for _ in 0..3 {
+        match sys::link_at(work, shared, work, tmp) {
+            Ok(()) => return Ok(()),
+            Err(Errno::NOENT) => match sys::mknod_at(work, shared, libc::S_IFCHR, 0) {
+                Ok(()) | Err(Errno::EXIST) => continue,
+                Err(e) => return Err(e),
+            },
+            // Link count exhausted: start a new shared inode.
+            Err(Errno::MLINK) => {
+                let _ = sys::unlink_at(work, shared);
+            }
+            // Hard links refused: a device per whiteout.
+            Err(_) => break,
+        }
+    }
+    sys::mknod_at(work, tmp, libc::S_IFCHR, 0)
 }
 
 /// Marks an upper directory as possibly holding xattr whiteouts (`opaque=x`) unless it is

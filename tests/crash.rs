@@ -745,13 +745,13 @@ fn campaign(test: &str, options: &[&str], cats: &[usize], rotation: &[usize], it
         if k < steps.len() {
             mid_workload += 1;
         }
-        let stale = sorted_names(&fx.work.join("work"));
+        let stale = work_leftovers(&fx.work.join("work"));
         if !stale.is_empty() {
             leftovers_seen += 1;
         }
 
         let m2 = ov.mount(&fx.mnt);
-        let after = sorted_names(&fx.work.join("work"));
+        let after = work_leftovers(&fx.work.join("work"));
         assert!(
             after.is_empty(),
             "{c}: WORKDIR/work still holds {after:?} after the remount (before it: {stale:?})"

@@ -163,7 +163,7 @@ fn enospc_upper_full_fails_cleanly_and_keeps_serving() {
         "a partial copy of big is in the upper"
     );
     assert_eq!(
-        sorted_names(&workwork),
+        work_leftovers(&workwork),
         Vec::<String>::new(),
         "temp leftovers after the failed copy-up"
     );
@@ -191,7 +191,7 @@ fn enospc_upper_full_fails_cleanly_and_keeps_serving() {
             .unwrap_or_else(|e| panic!("after the failed tree copy-up: {e}"));
     }
     assert_eq!(
-        sorted_names(&workwork),
+        work_leftovers(&workwork),
         Vec::<String>::new(),
         "temp leftovers after the failed rename"
     );
@@ -259,7 +259,7 @@ fn enospc_upper_full_fails_cleanly_and_keeps_serving() {
         .expect("unlink of a lower file (whiteout) with the upper full");
     assert!(!mnt.join("victim").exists());
     assert_eq!(
-        sorted_names(&workwork),
+        work_leftovers(&workwork),
         Vec::<String>::new(),
         "temp leftovers with the upper full"
     );
@@ -295,7 +295,7 @@ fn enospc_upper_full_fails_cleanly_and_keeps_serving() {
     // 6. Remount: the same tree, no leftovers.
     let m = ov.mount(&mnt);
     assert_eq!(
-        sorted_names(&workwork),
+        work_leftovers(&workwork),
         Vec::<String>::new(),
         "WORKDIR/work after the remount"
     );

@@ -1,7 +1,7 @@
 //! Focused write-path tests (issue 3): sparse copy-up keeps holes, an fd opened read-only
 //! before copy-up sees the data written after it, a 0/0 device cannot be made through the
 //! mount, and an upper written with `whiteout=xattr` serves as a middle lower layer of the
-//! kernel's overlayfs.
+//! kernel's overlayfs; chardev whiteouts share one inode, as the kernel writes them.
 
 mod common;
 
@@ -169,4 +169,57 @@ fn xattr_whiteout_upper_serves_as_a_kernel_middle_lower() {
     assert_eq!(names(&kmnt.join("d")), vec!["kept"]);
     assert!(fs::symlink_metadata(kmnt.join("gone")).is_err());
     assert!(fs::symlink_metadata(kmnt.join("d/gone")).is_err());
+}
+
+/// Chardev whiteouts are hard links of one 0/0 device, as the kernel's overlayfs writes them;
+/// the kernel reads such an upper (fresh workdir) with the names still deleted.
+#[test]
+fn chardev_whiteouts_share_one_inode_and_the_kernel_reads_them() {
+    const TEST: &str = "chardev_whiteouts_share_one_inode_and_the_kernel_reads_them";
+    if !require_root(TEST) || !require_kernel_overlay(TEST) {
+        return;
+    }
+    let t = tempfile::tempdir().expect("tempdir");
+    let root = t.path();
+    layers(root);
+    for name in ["a", "b", "d/c", "d/kept"] {
+        write_file(&root.join("lower").join(name), name);
+    }
+    {
+        let m = Ovlfs::new([root.join("lower")])
+            .upper(root.join("upper"), root.join("work"))
+            .mount(&root.join("mnt"));
+        let mnt = m.path().to_path_buf();
+        with_watchdog(BODY_SECS, m.path(), move || {
+            for name in ["a", "b", "d/c"] {
+                fs::remove_file(mnt.join(name)).expect("rm");
+            }
+        });
+    }
+    let upper = root.join("upper");
+    let whiteouts: Vec<fs::Metadata> = ["a", "b", "d/c"]
+        .iter()
+        .map(|n| fs::symlink_metadata(upper.join(n)).expect("whiteout in the upper"))
+        .collect();
+    for (n, md) in ["a", "b", "d/c"].iter().zip(&whiteouts) {
+        assert_eq!(
+            md.mode() & libc::S_IFMT,
+            libc::S_IFCHR,
+            "{n}: not a chardev"
+        );
+        assert_eq!(md.rdev(), 0, "{n}: not a 0/0 device");
+    }
+    assert!(
+        whiteouts.iter().all(|md| md.ino() == whiteouts[0].ino()),
+        "whiteouts are separate inodes"
+    );
+    assert!(whiteouts[0].nlink() >= 3, "nlink {}", whiteouts[0].nlink());
+    let kmnt = root.join("kmnt");
+    let kwork = root.join("kwork");
+    mkdirs(&kmnt);
+    mkdirs(&kwork);
+    let lower = root.join("lower");
+    let _k = KernelOverlay::mount(&[&lower], Some((&upper, &kwork)), &[], &kmnt);
+    assert_eq!(sorted_names(&kmnt), vec!["d"]);
+    assert_eq!(sorted_names(&kmnt.join("d")), vec!["kept"]);
 }

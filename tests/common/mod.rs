@@ -9,7 +9,7 @@ pub mod rng;
 pub mod scratch;
 
 #[allow(unused_imports)] // each test binary uses a different subset
-pub use scratch::{MountGuard, daemons_gone, kill_pid, sorted_names};
+pub use scratch::{MountGuard, daemons_gone, kill_pid, sorted_names, work_leftovers};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{OsStr, OsString};

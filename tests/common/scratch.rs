@@ -70,6 +70,14 @@ pub fn daemons_gone(mnt: &Path, timeout: Duration) -> bool {
 }
 
 /// The names in a directory, sorted; a listing error becomes one descriptive entry.
+/// What a crash or a failed operation left in `WORKDIR/work`: its names, sorted, except the
+/// shared whiteout inode ovlfs keeps there on purpose (see `whiteout.rs`).
+pub fn work_leftovers(work: &Path) -> Vec<String> {
+    let mut names = sorted_names(work);
+    names.retain(|n| n != "#ovlfs.whiteout");
+    names
+}
+
 pub fn sorted_names(dir: &Path) -> Vec<String> {
     match fs::read_dir(dir) {
         Ok(rd) => {
