@@ -127,6 +127,18 @@ impl Overlay {
         caller: Caller,
         make_backing: MakeBacking<'_>,
     ) -> SysResult<Opened> {
+        crate::reclaim::throttle();
+        // Safe to repeat: a copy-up is complete or not done at all.
+        crate::reclaim::retry_on_emfile(|| self.open_file(id, flags, caller, make_backing))
+    }
+
+    fn open_file(
+        &self,
+        id: u64,
+        flags: i32,
+        caller: Caller,
+        make_backing: MakeBacking<'_>,
+    ) -> SysResult<Opened> {
         let node = self.node(id)?;
         if node.is_dir() {
             return Err(Errno::ISDIR);

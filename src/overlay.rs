@@ -132,6 +132,7 @@ impl Overlay {
             // ".." in a layer root would step outside the layer.
             return Err(Errno::INVAL);
         }
+        crate::reclaim::throttle();
         let mut resolved = crate::reclaim::retry_on_emfile(|| {
             let state = parent_node.read();
             lookup::lookup(&self.stack, &state.layer_fds(), name)

@@ -58,6 +58,25 @@ pub fn held_fds() -> usize {
     HELD.load(Ordering::Relaxed)
 }
 
+/// Called before a request that may open fds, with no lock held: while the held fds are
+/// above three quarters of the limit (lookups outpacing the reclaim), waits up to 200 ms for
+/// the reclaim thread to bring them down. This keeps room for the fds of open files.
+pub fn throttle() {
+    let high = HIGH_WATER.load(Ordering::Relaxed);
+    if high == usize::MAX || held_fds() < high / 2 * 3 {
+        return;
+    }
+    if !PENDING.swap(true, Ordering::AcqRel) {
+        wake();
+    }
+    for _ in 0..40 {
+        std::thread::sleep(Duration::from_millis(5));
+        if held_fds() < high / 2 * 3 {
+            break;
+        }
+    }
+}
+
 /// Runs `op`; if it ran out of fds, has the reclaim thread free some (waiting up to 200 ms)
 /// and runs it once more. Only for operations that can simply be repeated (lookups).
 pub fn retry_on_emfile<T>(mut op: impl FnMut() -> sys::SysResult<T>) -> sys::SysResult<T> {
