@@ -185,9 +185,9 @@ impl Overlay {
         clear_sgid: bool,
         make_backing: MakeBacking<'_>,
     ) -> Opened {
-        // Writes that must clear setgid have to reach the daemon: no passthrough for them.
-        let in_upper = self.stack.is_upper(layer) && !clear_sgid;
-        let data_path = self.choose_data_path(&node, fd.as_fd(), in_upper, make_backing);
+        let in_upper = self.stack.is_upper(layer);
+        let (data_path, clear_sgid) =
+            self.choose_data_path(&node, fd.as_fd(), in_upper, clear_sgid, make_backing);
         let backing = match &data_path {
             DataPath::Passthrough(b) => Some(b.clone()),
             DataPath::Cached => None,

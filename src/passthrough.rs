@@ -75,30 +75,42 @@ impl Overlay {
         }
     }
 
-    /// Chooses the data path of a new open of `node` whose real fd is `fd`.
+    /// Chooses the data path of a new open of `node` whose real fd is `fd`. `clear_sgid`:
+    /// this open's writes must clear setgid (see [`crate::killpriv`]), which only the daemon
+    /// path does; returns whether that is still to be done.
     pub fn choose_data_path(
         &self,
         node: &Node,
         fd: BorrowedFd<'_>,
         in_upper: bool,
+        clear_sgid: bool,
         make_backing: MakeBacking<'_>,
-    ) -> DataPath {
+    ) -> (DataPath, bool) {
         let mut io = node.io.lock().unwrap_or_else(|e| e.into_inner());
         if self.passthrough_active() && in_upper && io.cached_opens == 0 {
             if let Some(backing) = io.backing.upgrade() {
-                return DataPath::Passthrough(backing);
-            }
-            match make_backing(fd) {
-                Ok(backing) => {
-                    let backing = Arc::new(backing);
-                    io.backing = Arc::downgrade(&backing);
-                    return DataPath::Passthrough(backing);
+                // The kernel refuses any other open of an inode while it has passthrough
+                // opens: join them, and clear setgid now rather than at the first write.
+                if clear_sgid && let Err(e) = crate::killpriv::clear_sgid(fd) {
+                    log::warn!("cannot clear setgid on open: {e}");
                 }
-                Err(e) => log::debug!("passthrough refused ({e}); serving the file in cached mode"),
+                return (DataPath::Passthrough(backing), false);
+            }
+            if !clear_sgid {
+                match make_backing(fd) {
+                    Ok(backing) => {
+                        let backing = Arc::new(backing);
+                        io.backing = Arc::downgrade(&backing);
+                        return (DataPath::Passthrough(backing), false);
+                    }
+                    Err(e) => {
+                        log::debug!("passthrough refused ({e}); serving the file in cached mode")
+                    }
+                }
             }
         }
         io.cached_opens += 1;
-        DataPath::Cached
+        (DataPath::Cached, clear_sgid)
     }
 
     /// The bookkeeping side of `release` for a cached open.

@@ -1,13 +1,14 @@
 //! Focused write-path tests (issue 3): sparse copy-up keeps holes, an fd opened read-only
 //! before copy-up sees the data written after it, a 0/0 device cannot be made through the
 //! mount, and an upper written with `whiteout=xattr` serves as a middle lower layer of the
-//! kernel's overlayfs; chardev whiteouts share one inode, as the kernel writes them.
+//! kernel's overlayfs; chardev whiteouts share one inode, as the kernel writes them; a second
+//! writer that must clear setgid can open a file another process holds open.
 
 mod common;
 
 use std::fs::{self, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use common::*;
@@ -222,4 +223,53 @@ fn chardev_whiteouts_share_one_inode_and_the_kernel_reads_them() {
     let _k = KernelOverlay::mount(&[&lower], Some((&upper, &kwork)), &[], &kmnt);
     assert_eq!(sorted_names(&kmnt), vec!["d"]);
     assert_eq!(sorted_names(&kmnt.join("d")), vec!["kept"]);
+}
+
+/// While one process has an upper file open (FUSE passthrough as root), another user who
+/// must not keep its setgid bit (a non-member writing a setgid file without group-execute)
+/// opens it for writing too. The kernel accepts only passthrough opens sharing the first
+/// backing file while it is open, so this open must join them: it succeeds, the write lands,
+/// and setgid is cleared as ext4 would.
+#[test]
+fn write_open_by_non_member_while_the_file_is_open_elsewhere() {
+    const TEST: &str = "write_open_by_non_member_while_the_file_is_open_elsewhere";
+    if !require_root(TEST) {
+        return;
+    }
+    let t = tempfile::tempdir().expect("tempdir");
+    let root = t.path();
+    layers(root);
+    let lower_file = root.join("lower/f");
+    write_file(&lower_file, "data ");
+    fs::set_permissions(&lower_file, fs::Permissions::from_mode(0o2666)).expect("chmod");
+    let m = Ovlfs::new([root.join("lower")])
+        .upper(root.join("upper"), root.join("work"))
+        .mount(&root.join("mnt"));
+    let f = m.join("f");
+    let out = with_watchdog(BODY_SECS, m.path(), move || {
+        let mut held = OpenOptions::new()
+            .append(true)
+            .open(&f)
+            .expect("open as root");
+        held.write_all(b"root ").expect("write as root");
+        let mut c = std::process::Command::new("setpriv");
+        c.args(["--reuid=1000", "--regid=1000", "--clear-groups", "--"])
+            .args(["sh", "-c", "printf user >> \"$0\""])
+            .arg(&f);
+        let out = run_cmd(&mut c, std::time::Duration::from_secs(30)).expect("setpriv");
+        drop(held);
+        (
+            out,
+            fs::read(&f),
+            fs::metadata(&f).map(|md| md.mode() & 0o7777),
+        )
+    });
+    let (user, content, mode) = out;
+    assert!(
+        user.success(),
+        "the second writer's open failed while the file was open: {}",
+        user.stderr.trim()
+    );
+    assert_eq!(content.expect("read back"), b"data root user");
+    assert_eq!(mode.expect("stat"), 0o666, "setgid not cleared");
 }
