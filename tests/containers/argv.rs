@@ -1,0 +1,180 @@
+//! `--version` and the exact argv shapes of a `mount_program` (daemon mode from the storage
+//! directory as cwd, symlinked lowers, trailing empty fields, mapping options, read-only).
+
+use super::*;
+use std::fs;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+
+// ---------------------------------------------------------------------------------------------
+// --version
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn version_prints_one_line() {
+    for flag in ["--version", "-V"] {
+        let mut c = Command::new(ovlfs_bin());
+        c.arg(flag);
+        let o = run_cmd(&mut c, CHILD).expect("run ovlfs --version");
+        assert!(o.success(), "ovlfs {flag}: {o:?}");
+        let lines: Vec<&str> = o.stdout.lines().collect();
+        assert_eq!(
+            lines.len(),
+            1,
+            "ovlfs {flag} must print one line: {:?}",
+            o.stdout
+        );
+        assert!(
+            !lines[0].trim().is_empty(),
+            "ovlfs {flag} printed an empty line"
+        );
+        assert!(
+            lines[0].contains(env!("CARGO_PKG_VERSION")),
+            "ovlfs {flag} should name the version: {:?}",
+            lines[0]
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The exact argv shapes
+// ---------------------------------------------------------------------------------------------
+
+const LAYERS: usize = 250;
+const HOST_ROOT: u32 = 100_000;
+
+/// Layer i holds `fNNN`, `dir/fNNN` and a `shared` file saying which layer it comes from;
+/// everything owned by host 100000 (container root under the mapping).
+fn fill_layer(i: usize, diff: &Path) {
+    write_file(&diff.join(format!("f{i:03}")), format!("file {i}\n"));
+    write_file(
+        &diff.join(format!("dir/f{i:03}")),
+        format!("dir file {i}\n"),
+    );
+    write_file(&diff.join("shared"), format!("layer {i}\n"));
+    for p in [
+        diff.join(format!("f{i:03}")),
+        diff.join(format!("dir/f{i:03}")),
+        diff.join("dir"),
+        diff.join("shared"),
+        diff.to_path_buf(),
+    ] {
+        chown(&p, HOST_ROOT, HOST_ROOT);
+    }
+}
+
+/// 250 symlinked lowers, trailing empty fields (`…/work,,volatile`, and a trailing `,`), a
+/// quoted context with commas, mapping options with the stray leading `:`, daemon mode from
+/// the storage directory as cwd.
+#[test]
+fn storage_argv_250_symlinked_lowers() {
+    if !require_root("storage_argv_250_symlinked_lowers") {
+        return;
+    }
+    let st = Storage::new(LAYERS, fill_layer);
+    chown(&st.p("ctr/diff"), HOST_ROOT, HOST_ROOT);
+    let opts = format!(
+        "{},{},,volatile,context=\"system_u:object_r:container_file_t:s0:c1,c2\",\
+         uidmapping=:0:{HOST_ROOT}:65536,gidmapping=:0:{HOST_ROOT}:65536,",
+        st.lowerdir(),
+        st.upper_work()
+    );
+    assert!(
+        opts.len() > 7000,
+        "the option string should be long ({})",
+        opts.len()
+    );
+    let m = storage_launch(&st.home(), &opts, &st.merged()).ok("containers/storage argv");
+    let mnt = m.path().to_path_buf();
+    let upper = st.p("ctr/diff");
+    with_watchdog(BODY_SECS, m.path(), move || {
+        let top = names(&mnt);
+        assert_eq!(top.len(), LAYERS + 2, "root entries: {top:?}");
+        for i in [0, 1, 99, 200, LAYERS - 1] {
+            assert_eq!(
+                fs::read_to_string(mnt.join(format!("f{i:03}"))).expect("read fNNN"),
+                format!("file {i}\n")
+            );
+        }
+        assert_eq!(names(&mnt.join("dir")).len(), LAYERS, "merged dir/");
+        // The leftmost lower is the top.
+        assert_eq!(
+            fs::read_to_string(mnt.join("shared")).expect("shared"),
+            "layer 0\n"
+        );
+        let md = fs::metadata(mnt.join("f123")).expect("stat f123");
+        assert_eq!(
+            (md.uid(), md.gid()),
+            (0, 0),
+            "host 100000 shows as container root"
+        );
+        // Writes land in the upper, owned by the mapped host id.
+        write_file(&mnt.join("created"), "new\n");
+        let md = fs::metadata(upper.join("created")).expect("upper/created");
+        assert_eq!((md.uid(), md.gid()), (HOST_ROOT, HOST_ROOT));
+        fs::remove_file(mnt.join("f007")).expect("rm f007");
+        assert_eq!(errno(&fs::metadata(mnt.join("f007"))), Some(libc::ENOENT));
+    });
+    m.fusermount_u();
+    let wh = fs::symlink_metadata(st.p("ctr/diff/f007")).expect("whiteout of f007");
+    assert!(
+        wh.file_type().is_char_device() && wh.rdev() == 0,
+        "0/0 whiteout"
+    );
+}
+
+/// `lowerdir=…,upperdir=…,workdir=…,` — the trailing empty field right after workdir.
+#[test]
+fn storage_argv_trailing_comma_after_workdir() {
+    if !require_root("storage_argv_trailing_comma_after_workdir") {
+        return;
+    }
+    let st = Storage::new(3, |i, d| write_file(&d.join(format!("f{i}")), "x\n"));
+    let opts = format!("{},{},", st.lowerdir(), st.upper_work());
+    let m = storage_launch(&st.home(), &opts, &st.merged()).ok("trailing comma");
+    let mnt = m.path().to_path_buf();
+    with_watchdog(BODY_SECS, m.path(), move || {
+        assert_eq!(names(&mnt), vec!["f0", "f1", "f2"]);
+        write_file(&mnt.join("w"), "w\n");
+    });
+    m.fusermount_u();
+    assert_eq!(
+        fs::read_to_string(st.p("ctr/diff/w")).expect("upper/w"),
+        "w\n"
+    );
+}
+
+/// Read-only mounts arrive as `lowerdir=A:B` without an upper.
+#[test]
+fn storage_argv_read_only_two_lowers() {
+    if !require_root("storage_argv_read_only_two_lowers") {
+        return;
+    }
+    let st = Storage::new(2, |i, d| {
+        write_file(&d.join(format!("only{i}")), format!("{i}\n"));
+        write_file(&d.join("both"), format!("layer {i}\n"));
+    });
+    let opts = st.lowerdir();
+    let m = storage_launch(&st.home(), &opts, &st.merged()).ok("read-only lowerdir=A:B");
+    let mnt = m.path().to_path_buf();
+    with_watchdog(BODY_SECS, m.path(), move || {
+        assert_eq!(names(&mnt), vec!["both", "only0", "only1"]);
+        assert_eq!(
+            fs::read_to_string(mnt.join("both")).expect("both"),
+            "layer 0\n"
+        );
+        assert_eq!(
+            errno(&fs::write(mnt.join("new"), "x")),
+            Some(libc::EROFS),
+            "creating in a read-only mount"
+        );
+        assert_eq!(
+            errno(&fs::OpenOptions::new().append(true).open(mnt.join("both"))),
+            Some(libc::EROFS)
+        );
+        assert_eq!(
+            errno(&fs::remove_file(mnt.join("only1"))),
+            Some(libc::EROFS)
+        );
+    });
+    m.fusermount_u();
+}
