@@ -25,8 +25,6 @@ static EPOCH: AtomicU32 = AtomicU32::new(1);
 static WAKE: (Mutex<bool>, Condvar) = (Mutex::new(false), Condvar::new());
 /// Set while a wake-up is pending or a reclaim runs, so crossing the mark wakes only once.
 static PENDING: AtomicBool = AtomicBool::new(false);
-/// Nodes named in prune notifications so far (for logs and tests).
-pub static PRUNED_NODES: AtomicUsize = AtomicUsize::new(0);
 
 /// An fd a node holds for its life, counted against the open-file limit.
 #[derive(Debug)]
@@ -63,37 +61,36 @@ pub fn held_fds() -> usize {
 /// the reclaim thread to bring them down. This keeps room for the fds of open files.
 pub fn throttle() {
     let high = HIGH_WATER.load(Ordering::Relaxed);
-    if high == usize::MAX || held_fds() < high / 2 * 3 {
-        return;
+    let hard = high / 2 * 3;
+    if high != usize::MAX && held_fds() >= hard {
+        request_and_wait_below(hard);
     }
+}
+
+/// Runs `op`; if it ran out of fds, has the reclaim thread free some (waiting up to 200 ms)
+/// and runs it once more. Only for operations that can simply be repeated (lookups, opens).
+pub fn retry_on_emfile<T>(mut op: impl FnMut() -> sys::SysResult<T>) -> sys::SysResult<T> {
+    let high = HIGH_WATER.load(Ordering::Relaxed);
+    match op() {
+        Err(sys::Errno::MFILE) if high != usize::MAX => {
+            request_and_wait_below(high);
+            op()
+        }
+        other => other,
+    }
+}
+
+/// Wakes the reclaim thread (unless already asked) and waits up to 200 ms for the held fds
+/// to drop below `mark`.
+fn request_and_wait_below(mark: usize) {
     if !PENDING.swap(true, Ordering::AcqRel) {
         wake();
     }
     for _ in 0..40 {
         std::thread::sleep(Duration::from_millis(5));
-        if held_fds() < high / 2 * 3 {
+        if held_fds() < mark {
             break;
         }
-    }
-}
-
-/// Runs `op`; if it ran out of fds, has the reclaim thread free some (waiting up to 200 ms)
-/// and runs it once more. Only for operations that can simply be repeated (lookups).
-pub fn retry_on_emfile<T>(mut op: impl FnMut() -> sys::SysResult<T>) -> sys::SysResult<T> {
-    match op() {
-        Err(sys::Errno::MFILE) if HIGH_WATER.load(Ordering::Relaxed) != usize::MAX => {
-            PENDING.store(true, Ordering::Release);
-            wake();
-            let high = HIGH_WATER.load(Ordering::Relaxed);
-            for _ in 0..20 {
-                std::thread::sleep(Duration::from_millis(10));
-                if held_fds() < high {
-                    break;
-                }
-            }
-            op()
-        }
-        other => other,
     }
 }
 
@@ -154,18 +151,13 @@ fn reclaim_loop(ov: &Weak<Overlay>, dev: BorrowedFd<'_>, high: usize, target: us
                 held_fds(),
                 victims.len()
             );
-            match sys::notify_prune(dev, &victims) {
-                Ok(()) => {
-                    PRUNED_NODES.fetch_add(victims.len(), Ordering::Relaxed);
-                }
-                Err(e) => {
-                    log::warn!(
-                        "the kernel refused FUSE_NOTIFY_PRUNE ({e}); node fds can reach the \
-                         open-file limit"
-                    );
-                    supported = false;
-                    break;
-                }
+            if let Err(e) = sys::notify_prune(dev, &victims) {
+                log::warn!(
+                    "the kernel refused FUSE_NOTIFY_PRUNE ({e}); node fds can reach the \
+                     open-file limit"
+                );
+                supported = false;
+                break;
             }
             // FORGETs arrive asynchronously.
             std::thread::sleep(Duration::from_millis(20));
