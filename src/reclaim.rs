@@ -61,8 +61,11 @@ pub fn held_fds() -> usize {
 /// the reclaim thread to bring them down. This keeps room for the fds of open files.
 pub fn throttle() {
     let high = HIGH_WATER.load(Ordering::Relaxed);
-    let hard = high / 2 * 3;
-    if high != usize::MAX && held_fds() >= hard {
+    if high == usize::MAX {
+        return; // no reclaim thread
+    }
+    let hard = high.saturating_add(high / 2);
+    if held_fds() >= hard {
         request_and_wait_below(hard);
     }
 }
@@ -215,4 +218,23 @@ fn pick_victims(ov: &Overlay, want: usize) -> Vec<u64> {
         .collect();
     victims.sort_unstable_by(|a, b| b.cmp(a));
     victims.into_iter().map(|(_, id)| id).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_a_reclaim_thread_nothing_waits_or_retries() {
+        let t = std::time::Instant::now();
+        throttle();
+        let mut calls = 0;
+        let r: sys::SysResult<()> = retry_on_emfile(|| {
+            calls += 1;
+            Err(sys::Errno::MFILE)
+        });
+        assert_eq!(r, Err(sys::Errno::MFILE));
+        assert_eq!(calls, 1, "retried without a reclaim thread");
+        assert!(t.elapsed() < Duration::from_millis(100));
+    }
 }
