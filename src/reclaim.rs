@@ -84,15 +84,24 @@ pub fn retry_on_emfile<T>(mut op: impl FnMut() -> sys::SysResult<T>) -> sys::Sys
 }
 
 /// Wakes the reclaim thread (unless already asked) and waits up to 200 ms for the held fds
-/// to drop below `mark`.
+/// to drop below `mark` — but only while they drop: entries the kernel cannot prune (in use,
+/// or directories pinned by cached negative entries) must not stall every request.
 fn request_and_wait_below(mark: usize) {
     if !PENDING.swap(true, Ordering::AcqRel) {
         wake();
     }
-    for _ in 0..40 {
+    let mut last = held_fds();
+    for step in 1..=40 {
         std::thread::sleep(Duration::from_millis(5));
-        if held_fds() < mark {
+        let held = held_fds();
+        if held < mark {
             break;
+        }
+        if step % 5 == 0 {
+            if held >= last {
+                break; // no progress in 25 ms
+            }
+            last = held;
         }
     }
 }
