@@ -42,22 +42,6 @@ use std::time::{Duration, Instant};
 // Small utilities
 // ---------------------------------------------------------------------------------------------
 
-fn write_random_file(path: &Path, len: u64, rng: &mut Rng) {
-    if let Some(p) = path.parent() {
-        mkdirs(p);
-    }
-    let mut f = fs::File::create(path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
-    let mut buf = vec![0u8; 1 << 20];
-    let mut left = len;
-    while left > 0 {
-        let n = left.min(buf.len() as u64) as usize;
-        rng.fill(&mut buf[..n]);
-        f.write_all(&buf[..n])
-            .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
-        left -= n as u64;
-    }
-}
-
 fn user_xattr_list(path: &Path) -> Vec<(String, Vec<u8>)> {
     let mut v: Vec<(String, Vec<u8>)> = list_xattrs(path)
         .unwrap_or_default()

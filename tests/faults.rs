@@ -32,11 +32,9 @@ mod lowers;
 #[path = "faults/no_xattr_upper.rs"]
 mod no_xattr_upper;
 
-use common::rng::Rng;
-
 use common::*;
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::Path;
 use std::thread;
 use std::time::Duration;
@@ -44,21 +42,6 @@ use std::time::Duration;
 // ---------------------------------------------------------------------------------------------
 // Utilities
 // ---------------------------------------------------------------------------------------------
-
-pub(crate) fn write_random_file(path: &Path, len: u64, rng: &mut Rng) {
-    if let Some(p) = path.parent() {
-        mkdirs(p);
-    }
-    let mut f = fs::File::create(path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
-    let mut buf = vec![0u8; 1 << 20];
-    let mut left = len;
-    while left > 0 {
-        let n = left.min(buf.len() as u64) as usize;
-        rng.fill(&mut buf[..n]);
-        f.write_all(&buf[..n]).expect("write fixture");
-        left -= n as u64;
-    }
-}
 
 pub(crate) fn same_content(a: &Path, b: &Path) -> Result<(), String> {
     let x = fs::read(a).map_err(|e| format!("read {}: {e}", a.display()))?;

@@ -82,15 +82,7 @@ fn observe(root: &Path, entries: &[&str]) -> BTreeMap<PathBuf, Observed> {
     for rel in entries {
         let p = root.join(rel);
         let md = fs::symlink_metadata(&p).unwrap_or_else(|e| panic!("lstat {}: {e}", p.display()));
-        let mut xattrs: Vec<(String, Vec<u8>)> = list_xattrs(&p)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|n| {
-                let v = get_xattr(&p, &n).unwrap_or_default();
-                (n, v)
-            })
-            .collect();
-        xattrs.sort();
+        let xattrs = sorted_xattrs(&p);
         out.insert(
             PathBuf::from(rel),
             Observed {

@@ -230,3 +230,20 @@ pub fn scratch(subdirs: &[&str]) -> (tempfile::TempDir, PathBuf) {
     }
     (t, root)
 }
+
+/// A file of `len` pseudo-random bytes from `rng` (parents created as needed).
+pub fn write_random_file(path: &Path, len: u64, rng: &mut rng::Rng) {
+    if let Some(p) = path.parent() {
+        mkdirs(p);
+    }
+    let mut f = fs::File::create(path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(buf.len() as u64) as usize;
+        rng.fill(&mut buf[..n]);
+        f.write_all(&buf[..n])
+            .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+        left -= n as u64;
+    }
+}

@@ -43,15 +43,7 @@ fn snapshot_layer(root: &Path) -> BTreeMap<PathBuf, LowerEntry> {
         let p = root.join(&rel);
         let md = fs::symlink_metadata(&p).unwrap_or_else(|e| panic!("lstat {}: {e}", p.display()));
         let ft = md.mode() & libc::S_IFMT;
-        let mut xattrs: Vec<(String, Vec<u8>)> = list_xattrs(&p)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|n| {
-                let v = get_xattr(&p, &n).unwrap_or_default();
-                (n, v)
-            })
-            .collect();
-        xattrs.sort();
+        let xattrs = sorted_xattrs(&p);
         if md.is_dir() {
             for e in fs::read_dir(&p).expect("read_dir") {
                 stack.push(rel.join(e.expect("entry").file_name()));
