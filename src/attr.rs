@@ -1,6 +1,6 @@
 //! setattr (the kernel's inode.c): chmod, chown, truncate, utimens — after copy-up.
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use fuser::{FileAttr, TimeOrNow};
@@ -8,6 +8,7 @@ use rustix::fs::OFlags;
 
 use crate::file::Handle;
 use crate::overlay::Overlay;
+use crate::stat_override;
 use crate::sys::{self, Errno, SysResult, TimeSpec};
 
 /// The attribute changes of one setattr request.
@@ -44,7 +45,10 @@ fn time_spec(t: Option<TimeOrNow>) -> TimeSpec {
 impl Overlay {
     /// Whether every change asked for is already in place (ctime is never set explicitly).
     fn changes_nothing(&self, node: &crate::inode::Node, changes: &AttrChanges) -> SysResult<bool> {
-        let st = sys::stat_fd(node.read().top_fd()?.as_fd())?;
+        let st = {
+            let state = node.read();
+            self.stat_object(state.top().layer, state.top_fd()?.as_fd())?
+        };
         let same_time = |t: Option<TimeOrNow>, secs: i64, nsecs: u64| match time_spec(t) {
             None => true,
             Some(Some((s, ns))) => s == secs && ns as u64 == nsecs,
@@ -78,26 +82,41 @@ impl Overlay {
         let state = node.read();
         let fd_ref = state.top_fd()?;
         let fd = fd_ref.as_fd();
-        if changes.uid.is_some() || changes.gid.is_some() {
-            let uid = match changes.uid {
-                Some(u) => Some(self.ids.uid_to_host(u).ok_or(Errno::INVAL)?),
-                None => None,
-            };
-            let gid = match changes.gid {
-                Some(g) => Some(self.ids.gid_to_host(g).ok_or(Errno::INVAL)?),
-                None => None,
-            };
-            sys::chown_fd(fd, uid, gid)?;
-        }
-        if let Some(mode) = changes.mode
-            && node.file_type != libc::S_IFLNK
-        {
-            sys::chmod_fd(fd, mode)?;
+        let uid = match changes.uid {
+            Some(u) => Some(self.ids.uid_to_host(u).ok_or(Errno::INVAL)?),
+            None => None,
+        };
+        let gid = match changes.gid {
+            Some(g) => Some(self.ids.gid_to_host(g).ok_or(Errno::INVAL)?),
+            None => None,
+        };
+        let mode = changes.mode.filter(|_| node.file_type != libc::S_IFLNK);
+        match self.upper_stat_xattr() {
+            Some(xattr) if stat_override::applies_to(node.file_type) => {
+                if uid.is_some() || gid.is_some() || mode.is_some() {
+                    let mut value = match stat_override::read(fd, xattr) {
+                        Some(value) => value,
+                        None => stat_override::Override::of_stat(&sys::stat_fd(fd)?),
+                    };
+                    value.uid = uid.unwrap_or(value.uid);
+                    value.gid = gid.unwrap_or(value.gid);
+                    value.perm = mode.map_or(value.perm, |m| m & 0o7777);
+                    stat_override::write(fd, xattr, &value)?;
+                }
+            }
+            _ => {
+                if uid.is_some() || gid.is_some() {
+                    sys::chown_fd(fd, uid, gid)?;
+                }
+                if let Some(mode) = mode {
+                    sys::chmod_fd(fd, mode)?;
+                }
+            }
         }
         if let (Some(_), Some(caller), None) = (changes.size, changes.caller, changes.mode)
-            && crate::killpriv::must_clear_sgid(caller, &sys::stat_fd(fd)?)
+            && crate::killpriv::must_clear_sgid(caller, &self.stat_object(0, fd)?)
         {
-            crate::killpriv::clear_sgid(fd)?;
+            self.clear_sgid(fd)?;
         }
         if let Some(size) = changes.size {
             if node.is_dir() {
@@ -118,8 +137,19 @@ impl Overlay {
             let (atime, mtime) = (time_spec(changes.atime), time_spec(changes.mtime));
             sys::utimens_fd(fd, atime, mtime)?;
         }
-        let st = sys::stat_fd(fd)?;
+        let st = self.stat_object(0, fd)?;
         Ok(self.attr_from_stat(&node, &st, state.objects.len() > 1))
+    }
+
+    /// Drops setgid from an upper object, wherever its mode is kept.
+    pub fn clear_sgid(&self, fd: BorrowedFd<'_>) -> SysResult<()> {
+        if let Some(xattr) = self.upper_stat_xattr()
+            && let Some(mut value) = stat_override::read(fd, xattr)
+        {
+            value.perm &= !libc::S_ISGID;
+            return stat_override::write(fd, xattr, &value);
+        }
+        crate::killpriv::clear_sgid(fd)
     }
 }
 

@@ -17,6 +17,7 @@ use rustix::fs::OFlags;
 use crate::inode::Node;
 use crate::lookup::LayerObject;
 use crate::overlay::Overlay;
+use crate::stat_override;
 use crate::sys::{self, Errno, RenameFlags, Stat, SysResult};
 use crate::whiteout;
 
@@ -41,12 +42,19 @@ pub fn temp_name() -> OsString {
     OsString::from(format!("#ovlfs.{}.{n}", std::process::id()))
 }
 
-/// Copies every xattr but the overlay-private ones. Attributes the upper filesystem or our
+/// Copies every xattr but the overlay-private ones (and, with `skip_stat_xattrs`, the
+/// owner-and-mode xattrs, which the caller rewrites). Attributes the upper filesystem or our
 /// privileges cannot hold (e.g. `trusted.*` when rootless) are skipped, as the kernel does
 /// for unsupported ones.
-pub fn copy_xattrs(src: BorrowedFd<'_>, dst: BorrowedFd<'_>) -> SysResult<()> {
+pub fn copy_xattrs(
+    src: BorrowedFd<'_>,
+    dst: BorrowedFd<'_>,
+    skip_stat_xattrs: bool,
+) -> SysResult<()> {
     for name in sys::list_xattr(src)? {
-        if whiteout::is_private_xattr(&name) {
+        if whiteout::is_private_xattr(&name)
+            || (skip_stat_xattrs && stat_override::is_stat_xattr(&name))
+        {
             continue;
         }
         let Ok(value) = sys::get_xattr_raw(src, &name, 65536) else {
@@ -145,8 +153,9 @@ impl Overlay {
         let upper_dir = upper_dir_ref.as_fd();
         let src_ref = state.top_fd()?;
         let src = src_ref.as_fd();
-        let st = sys::stat_fd(src)?;
-        let upper_fd = match self.copy_up_object(src, &st, upper_dir, &name, node.ino) {
+        let src_layer = state.top().layer;
+        let st = self.stat_object(src_layer, src)?;
+        let upper_fd = match self.copy_up_object(src, src_layer, &st, upper_dir, &name, node.ino) {
             Ok(fd) => fd,
             // Already there (a hard link or a concurrent copy through another node) — unless
             // what is there is the whiteout of this very name: this name was deleted while the
@@ -204,6 +213,7 @@ impl Overlay {
     fn copy_up_object(
         &self,
         src: BorrowedFd<'_>,
+        src_layer: usize,
         st: &Stat,
         upper_dir: BorrowedFd<'_>,
         name: &OsStr,
@@ -215,7 +225,7 @@ impl Overlay {
         // kernel does), which the rename into it would otherwise move.
         let parent_times = sys::stat_fd(upper_dir)?;
         let result = self
-            .build_copy(src, st, work, &tmp, ino)
+            .build_copy(src, src_layer, st, work, &tmp, ino)
             .and_then(|()| sys::rename_at(work, &tmp, upper_dir, name, RenameFlags::NOREPLACE));
         if let Err(e) = result {
             let _ = remove_any(work, &tmp);
@@ -225,10 +235,12 @@ impl Overlay {
         sys::open_path_at(upper_dir, name)
     }
 
-    /// Creates `work/tmp` as a complete copy of `src` (without directory contents).
+    /// Creates `work/tmp` as a complete copy of `src` (without directory contents). `st` is
+    /// what users see of `src`: its owner and mode may come from an xattr of its layer.
     fn build_copy(
         &self,
         src: BorrowedFd<'_>,
+        src_layer: usize,
         st: &Stat,
         work: BorrowedFd<'_>,
         tmp: &OsStr,
@@ -257,16 +269,33 @@ impl Overlay {
             _ => sys::mknod_at(work, tmp, file_type | 0o600, st.st_rdev)?,
         }
         let copy = sys::open_path_at(work, tmp)?;
-        copy_xattrs(src, copy.as_fd())?;
+        // Owners and modes kept in an xattr by the source's layer are carried over below, in
+        // the form the upper keeps them in.
+        let src_stat_xattr = self.stack.layers[src_layer].stat_xattr;
+        copy_xattrs(src, copy.as_fd(), src_stat_xattr.is_some())?;
         self.set_origin_ino(copy.as_fd(), ino);
-        // Owner before mode: chown clears setuid/setgid, which the mode then restores.
-        match sys::chown_at(work, tmp, Some(st.st_uid), Some(st.st_gid)) {
-            Ok(()) => {}
-            Err(Errno::PERM) | Err(Errno::INVAL) => log::debug!("copy-up: cannot keep owner"),
-            Err(e) => return Err(e),
-        }
-        if file_type != libc::S_IFLNK {
-            sys::chmod_fd(copy.as_fd(), st.st_mode)?;
+        match self.upper_stat_xattr() {
+            Some(xattr) if stat_override::applies_to(st.st_mode) => {
+                let mut value = stat_override::Override::of_stat(st);
+                value.rest = src_stat_xattr
+                    .and_then(|x| stat_override::read(src, x))
+                    .and_then(|v| v.rest);
+                stat_override::write(copy.as_fd(), xattr, &value)?;
+                sys::chmod_fd(copy.as_fd(), stat_override::REAL_PERM)?;
+            }
+            _ => {
+                // Owner before mode: chown clears setuid/setgid, which the mode then restores.
+                match sys::chown_at(work, tmp, Some(st.st_uid), Some(st.st_gid)) {
+                    Ok(()) => {}
+                    Err(Errno::PERM) | Err(Errno::INVAL) => {
+                        log::debug!("copy-up: cannot keep owner")
+                    }
+                    Err(e) => return Err(e),
+                }
+                if file_type != libc::S_IFLNK {
+                    sys::chmod_fd(copy.as_fd(), st.st_mode)?;
+                }
+            }
         }
         let atime = Some(Some((st.st_atime, st.st_atime_nsec as i64)));
         let mtime = Some(Some((st.st_mtime, st.st_mtime_nsec as i64)));

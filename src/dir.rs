@@ -14,6 +14,7 @@ use crate::lookup::{self, Resolved};
 use crate::options::WhiteoutMode;
 use crate::overlay::Overlay;
 use crate::readdir;
+use crate::stat_override;
 use crate::sys::{self, Errno, RenameFlags, SysResult};
 use crate::whiteout::{self, WhiteoutForm};
 
@@ -84,11 +85,13 @@ impl Overlay {
         ))
     }
 
-    /// Owner of a new object: the caller's ids on disk; a setgid directory passes on its group.
+    /// Owner of a new object: the caller's ids on disk (the overflow ids for a caller the
+    /// mapping does not cover, as fuse-overlayfs and NFS do); a setgid directory passes on its
+    /// group.
     fn new_owner(&self, caller: Caller, upper_dir: BorrowedFd<'_>) -> SysResult<(u32, u32, bool)> {
-        let uid = self.ids.uid_to_host(caller.uid).ok_or(Errno::INVAL)?;
-        let mut gid = self.ids.gid_to_host(caller.gid).ok_or(Errno::INVAL)?;
-        let dir = sys::stat_fd(upper_dir)?;
+        let uid = self.ids.uid_to_disk_or_overflow(caller.uid);
+        let mut gid = self.ids.gid_to_disk_or_overflow(caller.gid);
+        let dir = self.stat_object(0, upper_dir)?;
         let setgid_dir = dir.st_mode & libc::S_ISGID != 0;
         if setgid_dir {
             gid = dir.st_gid;
@@ -120,16 +123,29 @@ impl Overlay {
         let work = self.work_fd()?;
         let tmp = temp_name();
         let (uid, gid, setgid_dir) = self.new_owner(caller, upper_dir.as_fd())?;
+        // Where the owner and mode live in an xattr, the real ones only let the daemon in.
+        let stat_xattr = self
+            .upper_stat_xattr()
+            .filter(|_| matches!(object, NewObject::File { .. } | NewObject::Dir { .. }));
+        let real_perm = |mode: u32| match stat_xattr {
+            Some(_) => stat_override::REAL_PERM,
+            None => mode & 0o7777,
+        };
         let mut is_dir = false;
         let built: SysResult<Option<OwnedFd>> = (|| match object {
             NewObject::File { mode, flags } => {
-                let oflags = OFlags::from_bits_retain(flags as u32)
+                let mut oflags = OFlags::from_bits_retain(flags as u32)
                     & !(OFlags::TRUNC | OFlags::EXCL | OFlags::CREATE | OFlags::APPEND);
+                if self.writeback_active() && oflags & OFlags::RWMODE == OFlags::WRONLY {
+                    // The writeback cache reads pages around partial writes through this
+                    // handle: it needs read access (the new file's mode does not limit it).
+                    oflags = (oflags & !OFlags::RWMODE) | OFlags::RDWR;
+                }
                 let fd = sys::open_at(
                     work,
                     &tmp,
                     oflags | OFlags::CREATE | OFlags::EXCL,
-                    mode & 0o7777,
+                    real_perm(mode),
                 )?;
                 Ok(Some(fd))
             }
@@ -140,7 +156,7 @@ impl Overlay {
                 } else {
                     mode
                 };
-                sys::mkdir_at(work, &tmp, mode & 0o7777).map(|()| None)
+                sys::mkdir_at(work, &tmp, real_perm(mode)).map(|()| None)
             }
             NewObject::Special { mode, rdev } => {
                 if mode & libc::S_IFMT == libc::S_IFCHR && rdev == 0 {
@@ -153,17 +169,28 @@ impl Overlay {
         })();
         let fd = built?;
         let finish = (|| {
-            sys::chown_at(work, &tmp, Some(uid), Some(gid))?;
-            // chown clears setuid/setgid: set the full mode again.
             let mode = match object {
                 NewObject::Dir { mode } if setgid_dir => Some(mode | libc::S_ISGID),
                 NewObject::Dir { mode } | NewObject::File { mode, .. } => Some(mode),
                 NewObject::Special { mode, .. } => Some(mode),
                 NewObject::Symlink { .. } => None,
             };
-            if let Some(mode) = mode.filter(|m| m & 0o7000 != 0) {
+            if let Some(xattr) = stat_xattr {
+                let value = stat_override::Override {
+                    uid,
+                    gid,
+                    perm: mode.unwrap_or(0) & 0o7777,
+                    rest: None,
+                };
                 let copy = sys::open_path_at(work, &tmp)?;
-                sys::chmod_fd(copy.as_fd(), mode)?;
+                stat_override::write(copy.as_fd(), xattr, &value)?;
+            } else {
+                sys::chown_at(work, &tmp, Some(uid), Some(gid))?;
+                // chown clears setuid/setgid: set the full mode again.
+                if let Some(mode) = mode.filter(|m| m & 0o7000 != 0) {
+                    let copy = sys::open_path_at(work, &tmp)?;
+                    sys::chmod_fd(copy.as_fd(), mode)?;
+                }
             }
             let parent_merges = self.has_lower_part(&parent_node);
             self.install(work, &tmp, upper_dir.as_fd(), name, is_dir, parent_merges)
@@ -187,7 +214,7 @@ impl Overlay {
         name: &OsStr,
     ) -> SysResult<FileAttr> {
         let fd = sys::open_path_at(upper_dir, name)?;
-        let st = sys::stat_fd(fd.as_fd())?;
+        let st = self.stat_object(0, fd.as_fd())?;
         let ino = self.stack.stable_ino(0, st.st_ino);
         let state = NodeState {
             objects: vec![crate::lookup::LayerObject {

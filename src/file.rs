@@ -37,6 +37,9 @@ pub struct FileHandle {
 pub struct Opened {
     pub fh: u64,
     pub backing: Option<Arc<fuser::BackingId>>,
+    /// The handle cannot read (a write-only open the daemon could not widen): the kernel
+    /// must not use the page cache for it, or a partial-page write would read through it.
+    pub direct_io: bool,
 }
 
 /// An open directory: its merged listing, taken at opendir (POSIX allows a snapshot).
@@ -149,32 +152,37 @@ impl Overlay {
                 return Err(Errno::ROFS);
             }
             self.copy_up(&node)?;
-            let st = sys::stat_fd(node.read().top_fd()?.as_fd())?;
+            let st = self.stat_object(0, node.read().top_fd()?.as_fd())?;
             clear_sgid = killpriv::must_clear_sgid(caller, &st);
         }
-        let (layer, fd) = {
+        let (layer, (fd, write_only)) = {
             let state = node.read();
             (
                 state.top().layer,
                 self.open_real(state.top_fd()?.as_fd(), flags)?,
             )
         };
-        Ok(self.register_open(node, layer, fd, clear_sgid, make_backing))
+        let mut opened = self.register_open(node, layer, fd, clear_sgid, make_backing);
+        opened.direct_io = write_only && opened.backing.is_none();
+        Ok(opened)
     }
 
-    /// The daemon's own fd for an open of the object behind `path_fd`.
-    fn open_real(&self, path_fd: BorrowedFd<'_>, flags: i32) -> SysResult<OwnedFd> {
+    /// The daemon's own fd for an open of the object behind `path_fd`, and whether it is
+    /// write-only although the writeback cache is on.
+    fn open_real(&self, path_fd: BorrowedFd<'_>, flags: i32) -> SysResult<(OwnedFd, bool)> {
         // The kernel computes append offsets itself; O_APPEND on our fd would override the
         // offsets it sends.
         let oflags = OFlags::from_bits_retain(flags as u32) & !(OFlags::CREATE | OFlags::APPEND);
-        if self.writeback_active() && oflags & OFlags::RWMODE == OFlags::WRONLY {
+        let write_only = oflags & OFlags::RWMODE == OFlags::WRONLY;
+        if self.writeback_active() && write_only {
             // The writeback cache reads pages around partial writes: it needs read access.
             let rw = (oflags & !OFlags::RWMODE) | OFlags::RDWR;
             if let Ok(fd) = sys::reopen(path_fd, rw) {
-                return Ok(fd);
+                return Ok((fd, false));
             }
+            return Ok((sys::reopen(path_fd, oflags)?, true));
         }
-        sys::reopen(path_fd, oflags)
+        Ok((sys::reopen(path_fd, oflags)?, false))
     }
 
     fn register_open(
@@ -202,6 +210,7 @@ impl Overlay {
         Opened {
             fh: self.handles.insert(Handle::File(handle)),
             backing,
+            direct_io: false,
         }
     }
 
@@ -319,7 +328,7 @@ impl Overlay {
         let handle = self.writable_file(fh)?;
         let file = file_handle(&handle)?;
         if file.clear_sgid.swap(false, Ordering::Relaxed) {
-            killpriv::clear_sgid(file.fd.as_fd())?;
+            self.clear_sgid(file.fd.as_fd())?;
         }
         let n = sys::pwrite(file.fd.as_fd(), data, offset)?;
         Ok(n as u32)

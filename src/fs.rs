@@ -105,6 +105,7 @@ impl Filesystem for OverlayFs {
         };
         let _ = config.add_capabilities(wanted & config.capabilities());
         self.ov.negotiate_data_path(config);
+        self.ov.mark_upper_root();
         Ok(())
     }
 
@@ -148,9 +149,19 @@ impl Filesystem for OverlayFs {
                 Ok(Opened {
                     fh,
                     backing: Some(b),
+                    ..
                 }) => reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &b),
-                Ok(Opened { fh, backing: None }) => {
-                    reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE)
+                Ok(Opened {
+                    fh,
+                    backing: None,
+                    direct_io,
+                }) => {
+                    let flags = if direct_io {
+                        FopenFlags::FOPEN_DIRECT_IO
+                    } else {
+                        FopenFlags::FOPEN_KEEP_CACHE
+                    };
+                    reply.opened(FileHandle(fh), flags)
                 }
                 Err(e) => reply.error(errno(e)),
             }
@@ -512,6 +523,7 @@ impl Filesystem for OverlayFs {
                     Opened {
                         fh,
                         backing: Some(b),
+                        ..
                     },
                 )) => reply.created_passthrough(
                     &ttl,
@@ -521,9 +533,12 @@ impl Filesystem for OverlayFs {
                     FopenFlags::empty(),
                     &b,
                 ),
-                Ok((attr, Opened { fh, backing: None })) => {
-                    reply.created(&ttl, &attr, GENERATION, FileHandle(fh), FopenFlags::empty())
-                }
+                Ok((
+                    attr,
+                    Opened {
+                        fh, backing: None, ..
+                    },
+                )) => reply.created(&ttl, &attr, GENERATION, FileHandle(fh), FopenFlags::empty()),
                 Err(e) => reply.error(errno(e)),
             }
         })

@@ -3,6 +3,7 @@
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
+use crate::stat_override::StatXattr;
 use crate::sys::{self, SysResult};
 
 /// One layer. Layer 0 is the upper when the mount has one; lowers follow, topmost first.
@@ -17,12 +18,15 @@ pub struct Layer {
     /// Small index of `dev` among the distinct devices of all layers (see [`crate::inode`]).
     pub dev_index: u64,
     pub writable: bool,
+    /// The xattr this layer keeps owners and modes in, if any (see [`crate::stat_override`]).
+    pub stat_xattr: Option<StatXattr>,
 }
 
 impl Layer {
     pub fn open(index: usize, path: &Path, writable: bool) -> SysResult<Layer> {
         let root = std::sync::Arc::new(sys::open_layer_root(path)?);
         let dev = sys::stat_fd(root.as_fd())?.st_dev;
+        let stat_xattr = StatXattr::of_layer_root(root.as_fd());
         Ok(Layer {
             index,
             path: path.to_owned(),
@@ -30,6 +34,7 @@ impl Layer {
             dev,
             dev_index: 0,
             writable,
+            stat_xattr,
         })
     }
 

@@ -18,6 +18,7 @@ pub mod overlay;
 pub mod passthrough;
 pub mod readdir;
 pub mod reclaim;
+pub mod stat_override;
 pub mod sys;
 pub mod whiteout;
 pub mod xattrs;

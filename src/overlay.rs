@@ -18,6 +18,7 @@ use crate::inode::{InodeTable, Node, NodeState};
 use crate::layer::LayerStack;
 use crate::lookup::{self, LayerObject};
 use crate::options::{Config, PassthroughMode, WhiteoutMode};
+use crate::stat_override::{self, StatXattr};
 use crate::sys::{self, Errno, Stat, SysResult};
 use crate::whiteout::XattrNamespace;
 
@@ -58,12 +59,16 @@ impl Overlay {
         } else {
             XattrNamespace::Trusted
         };
-        let stack = LayerStack::new(
+        let mut stack = LayerStack::new(
             config.upperdir.as_deref(),
             &config.lowerdirs,
             xattr_ns.origin_ino(),
         )
         .map_err(io::Error::from)?;
+        if stack.has_upper {
+            let upper = &mut stack.layers[0];
+            upper.stat_xattr = StatXattr::for_upper(config.xattr_permissions, upper.root.as_fd());
+        }
         let work = match &config.workdir {
             Some(dir) => Some(crate::copy_up::prepare_workdir(dir)?),
             None => None,
@@ -138,6 +143,10 @@ impl Overlay {
             lookup::lookup(&self.stack, &state.layer_fds(), name)
         })?;
         if let Some(r) = &mut resolved {
+            if let Some(fd) = r.objects[0].fd.held() {
+                let xattr = self.stack.layers[r.objects[0].layer].stat_xattr;
+                stat_override::apply_stored(fd, xattr, &mut r.stat);
+            }
             self.release_lower_fd(r);
         }
         let resolved = resolved.ok_or(Errno::NOENT)?;
@@ -177,8 +186,56 @@ impl Overlay {
     pub fn getattr(&self, id: u64) -> SysResult<FileAttr> {
         let node = self.node(id)?;
         let state = node.read();
-        let st = sys::stat_fd(state.top_fd()?.as_fd())?;
+        let st = self.stat_object(state.top().layer, state.top_fd()?.as_fd())?;
         Ok(self.attr_from_stat(&node, &st, state.objects.len() > 1))
+    }
+
+    /// The stat of an object of `layer` as users see it: with the owner and mode its layer
+    /// keeps in an xattr (see [`crate::stat_override`]), before id mapping.
+    pub fn stat_object(&self, layer: usize, fd: std::os::fd::BorrowedFd<'_>) -> SysResult<Stat> {
+        let mut st = sys::stat_fd(fd)?;
+        stat_override::apply_stored(fd, self.stack.layers[layer].stat_xattr, &mut st);
+        Ok(st)
+    }
+
+    /// The xattr the upper keeps owners and modes in, when it keeps them there.
+    pub fn upper_stat_xattr(&self) -> Option<StatXattr> {
+        self.stack.upper().and_then(|u| u.stat_xattr)
+    }
+
+    /// Marks the upper root with the xattr the upper keeps owners and modes in, when it lacks
+    /// it: layers announce the xattr on their root, so an upper reused as a lower keeps its
+    /// meaning. The value is the topmost lower root's stored one, else the upper root's real
+    /// owner and mode. Runs once the mount is live, so a failed mount changes nothing.
+    pub fn mark_upper_root(&self) {
+        let Some(xattr) = self.upper_stat_xattr() else {
+            return;
+        };
+        let upper_root = self.stack.layers[0].root_fd();
+        if stat_override::read(upper_root, xattr).is_some() {
+            return;
+        }
+        let from_lower = self.stack.layers[self.stack.first_lower()..]
+            .iter()
+            .find_map(|l| stat_override::read(l.root_fd(), l.stat_xattr?));
+        let value = match from_lower {
+            Some(value) => value,
+            None => match sys::stat_fd(upper_root) {
+                Ok(st) => stat_override::Override::of_stat(&st),
+                Err(e) => {
+                    log::warn!("cannot stat the upper root: {e}");
+                    return;
+                }
+            },
+        };
+        if let Err(e) = stat_override::write(upper_root, xattr, &value) {
+            log::warn!("cannot mark the upper root with {:?}: {e}", xattr.name());
+        }
+    }
+
+    /// Whether any layer keeps owners and modes in an xattr (whose names are then hidden).
+    pub fn any_stat_xattr(&self) -> bool {
+        self.stack.layers.iter().any(|l| l.stat_xattr.is_some())
     }
 
     /// The attributes users see: the topmost object's, with the node's stable inode number,

@@ -91,7 +91,7 @@ impl Overlay {
             if let Some(backing) = io.backing.upgrade() {
                 // The kernel refuses any other open of an inode while it has passthrough
                 // opens: join them, and clear setgid now rather than at the first write.
-                if clear_sgid && let Err(e) = crate::killpriv::clear_sgid(fd) {
+                if clear_sgid && let Err(e) = self.clear_sgid(fd) {
                     log::warn!("cannot clear setgid on open: {e}");
                 }
                 return (DataPath::Passthrough(backing), false);

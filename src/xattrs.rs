@@ -5,6 +5,7 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 
 use crate::overlay::Overlay;
+use crate::stat_override;
 use crate::sys::{self, Errno, SysResult};
 use crate::whiteout;
 
@@ -26,10 +27,12 @@ fn sized(data: Vec<u8>, size: u32) -> SysResult<XattrReply> {
 }
 
 impl Overlay {
-    /// Names users may not see or touch through the mount: overlay-private ones, and POSIX
-    /// ACLs with `noacl`.
+    /// Names users may not see or touch through the mount: overlay-private ones, the
+    /// owner-and-mode xattrs where a layer keeps owners and modes in them, and POSIX ACLs
+    /// with `noacl`.
     fn hidden(&self, name: &OsStr) -> bool {
         whiteout::is_private_xattr(name)
+            || (self.any_stat_xattr() && stat_override::is_stat_xattr(name))
             || (self.noacl && name.as_bytes().starts_with(b"system.posix_acl_"))
     }
 

@@ -632,3 +632,61 @@ fn root_without_userxattr_writes_trusted_namespace() {
     );
     assert_eq!(xattr_str(&d, "user.overlay.opaque"), None);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Partial-page writes through write-only handles (the writeback cache reads around them)
+// ---------------------------------------------------------------------------------------------
+
+/// A file created write-only (`exec 3>f`), grown by another call, then written one byte in a
+/// page that already holds data through the creating handle: the kernel reads that page
+/// through the same handle first. Then a write-only open of a 0200 file, which the daemon
+/// cannot widen to read-write: the kernel must write through without the page cache.
+const WRITE_ONLY_BODY: &str = "\
+exec 3>f || exit 1
+truncate -s 8192 f || exit 2
+printf x | dd bs=1 seek=100 count=1 status=none >&3 || echo '@created=failed'
+exec 3>&-
+echo \"@created=$(od -An -c -j100 -N1 f | tr -d ' ')$(stat -c %s f)\"
+: > g && chmod 200 g || exit 3
+printf y | dd of=g bs=1 seek=5000 count=1 status=none || echo '@write_only=failed'
+chmod 600 g
+echo \"@write_only=$(od -An -c -j5000 -N1 g | tr -d ' ')$(stat -c %s g)\"
+";
+
+fn write_only_scenario(test: &str, ctx: Ctx) {
+    if !require_unpriv_tools(test) {
+        return;
+    }
+    if matches!(ctx, Ctx::Userns) && !require_userns(test, NOBODY) {
+        return;
+    }
+    let fx = Fixture::new();
+    for rel in ["l1", "l2", "upper", "work", "mnt"] {
+        chown_tree(&fx.p(rel), NOBODY, NOBODY);
+    }
+    let out = phase(
+        ctx,
+        &fx,
+        &fx.opts(""),
+        WRITE_ONLY_BODY,
+        "write-only handles",
+    );
+    let lines: Vec<&str> = out.lines().filter(|l| l.starts_with('@')).collect();
+    assert_eq!(lines, ["@created=x8192", "@write_only=y5001"], "{out}");
+}
+
+#[test]
+fn setpriv_uid_partial_writes_through_write_only_handles() {
+    write_only_scenario(
+        "setpriv_uid_partial_writes_through_write_only_handles",
+        Ctx::Setpriv,
+    );
+}
+
+#[test]
+fn userns_partial_writes_through_write_only_handles() {
+    write_only_scenario(
+        "userns_partial_writes_through_write_only_handles",
+        Ctx::Userns,
+    );
+}

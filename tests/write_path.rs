@@ -273,3 +273,36 @@ fn write_open_by_non_member_while_the_file_is_open_elsewhere() {
     assert_eq!(content.expect("read back"), b"data root user");
     assert_eq!(mode.expect("stat"), 0o666, "setgid not cleared");
 }
+
+/// With the writeback cache (root with `passthrough=off`), a file created write-only, grown,
+/// then written one byte into a page that holds data: the kernel reads the page through the
+/// creating handle, which must therefore be readable by the daemon.
+#[test]
+fn partial_write_through_a_write_only_create_handle() {
+    if !require_root("partial_write_through_a_write_only_create_handle") {
+        return;
+    }
+    let t = tempfile::tempdir().expect("tempdir");
+    let root = t.path();
+    layers(root);
+    let m = Ovlfs::new([root.join("lower")])
+        .upper(root.join("upper"), root.join("work"))
+        .opt("passthrough=off")
+        .mount(&root.join("mnt"));
+    let p = m.join("f");
+    with_watchdog(BODY_SECS, m.path(), move || {
+        use std::os::unix::fs::FileExt;
+        let f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&p)
+            .expect("create write-only");
+        f.set_len(8192).expect("ftruncate 8192");
+        f.write_at(b"x", 100).expect("one byte at offset 100");
+        drop(f);
+        let data = fs::read(&p).expect("read back");
+        assert_eq!(data.len(), 8192);
+        assert_eq!(data[100], b'x');
+        assert!(data[..100].iter().all(|&b| b == 0));
+    });
+}

@@ -40,6 +40,20 @@ pub enum PassthroughMode {
     Off,
 }
 
+/// `xattr_permissions=`: where the owner and mode that users see are kept, when the upper's
+/// real ones cannot hold them (rootless storage with `force_mask`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum XattrPermissions {
+    /// `0`: in the upper's real owner and mode.
+    #[default]
+    Off,
+    /// `1`: in `security.fuseoverlayfs.override_stat`.
+    Privileged,
+    /// `2`: in `user.containers.override_stat` (or `user.fuseoverlayfs.override_stat` where
+    /// the upper's root already uses that name).
+    User,
+}
+
 /// One `ContainerID:HostID:Size` range of a uid/gid mapping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IdRange {
@@ -86,6 +100,7 @@ pub struct Config {
     pub static_nlink: bool,
     pub noacl: bool,
     pub ino32: bool,
+    pub xattr_permissions: XattrPermissions,
     /// Options passed through to the kernel mount as is (`allow_other`, `ro`, `nodev`, ...).
     pub fuse_options: Vec<String>,
     /// Options we accepted but do not act on (logged as warnings at mount time).
@@ -152,7 +167,9 @@ ovlfs options:
 fuse-overlayfs options:
   uidmapping=C:H:N[:C:H:N...]
   gidmapping=C:H:N[:C:H:N...]
-                       map container ids C..C+N-1 to host ids H..H+N-1
+                       ids C..C+N-1 on disk show as H..H+N-1 through the mount
+                       (ids given through the mount map back; ids on disk
+                       outside every range show as the overflow id)
   squash_to_root       every file appears owned by root
   squash_to_uid=UID    every file appears owned by UID
   squash_to_gid=GID    every file appears owned by group GID
@@ -165,7 +182,11 @@ fuse-overlayfs options:
   writeback=0|1        use the kernel writeback cache (default 1)
   ino32_t              report 32-bit inode numbers
   debug                same as -d
-  xattr_permissions=N, xino=on|off|auto, context=\"...\", fast_ino, plugins=...,
+  xattr_permissions=0|1|2
+                       keep owners and modes in an xattr instead of the upper's
+                       real ones: 1 in security.fuseoverlayfs.override_stat,
+                       2 in user.containers.override_stat (default 0: off)
+  xino=on|off|auto, context=\"...\", fast_ino, plugins=...,
   noxattrs=N, redirect_dir=...
                        accepted for compatibility and ignored
 
@@ -284,6 +305,7 @@ struct Raw {
     static_nlink: bool,
     noacl: bool,
     ino32: bool,
+    xattr_permissions: XattrPermissions,
     fuse_options: Vec<String>,
     ignored_options: Vec<String>,
 }
@@ -455,7 +477,16 @@ fn parse_option(raw: &mut Raw, field: &[u8]) -> Result<()> {
             }
             raw.ignored_options.push(whole);
         }
-        "xattr_permissions" | "context" | "plugins" => {
+        "xattr_permissions" => {
+            let v = need()?;
+            raw.xattr_permissions = match v {
+                b"0" => XattrPermissions::Off,
+                b"1" => XattrPermissions::Privileged,
+                b"2" => XattrPermissions::User,
+                _ => return Err(bad_value(name, v, "0, 1 or 2")),
+            };
+        }
+        "context" | "plugins" => {
             need()?;
             raw.ignored_options.push(whole);
         }

@@ -401,13 +401,12 @@ fn fuse_overlayfs_options() {
 #[test]
 fn ignored_compat_options() {
     let c = cfg_extra(
-        "xattr_permissions=2,xino=auto,fast_ino,fast_ino=1,plugins=/a.so:/b.so,\
+        "xino=auto,fast_ino,fast_ino=1,plugins=/a.so:/b.so,\
          noxattrs=1,redirect_dir=off,index=off,mystery,other=1",
     );
     assert_eq!(
         c.ignored_options,
         [
-            "xattr_permissions=2",
             "xino=auto",
             "fast_ino",
             "fast_ino=1",
@@ -767,4 +766,18 @@ fn error_type() {
     let _: &dyn std::error::Error = &e;
     let io = io::Error::from_raw_os_error(libc::ENOENT);
     assert_eq!(errno_text(&io), "No such file or directory");
+}
+
+#[test]
+fn xattr_permissions_values() {
+    use super::XattrPermissions as X;
+    assert_eq!(cfg_extra("xattr_permissions=0").xattr_permissions, X::Off);
+    assert_eq!(
+        cfg_extra("xattr_permissions=1").xattr_permissions,
+        X::Privileged
+    );
+    assert_eq!(cfg_extra("xattr_permissions=2").xattr_permissions, X::User);
+    assert!(cfg_extra("xattr_permissions=2").ignored_options.is_empty());
+    err_extra("xattr_permissions=3", &["xattr_permissions", "\"3\""]);
+    err_extra("xattr_permissions", &["xattr_permissions", "needs a value"]);
 }

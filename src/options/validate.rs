@@ -207,6 +207,7 @@ pub(super) fn validate(raw: Raw) -> Result<Config> {
         static_nlink: raw.static_nlink,
         noacl: raw.noacl,
         ino32: raw.ino32,
+        xattr_permissions: raw.xattr_permissions,
         fuse_options: raw.fuse_options,
         ignored_options: raw.ignored_options,
     })

@@ -22,6 +22,8 @@ pub struct Ovlfs {
     /// A command the daemon runs under (e.g. `prlimit --nofile=N:N`); it must exec its
     /// argument so the daemon keeps the child's PID.
     pub wrapper: Vec<OsString>,
+    /// The program to run instead of [`ovlfs_bin`] (e.g. fuse-overlayfs, to compare).
+    pub bin: Option<PathBuf>,
 }
 
 /// Result of starting ovlfs without `-f`.
@@ -53,6 +55,17 @@ impl Ovlfs {
     pub fn upper(mut self, upper: impl AsRef<Path>, work: impl AsRef<Path>) -> Ovlfs {
         self.upper = Some((upper.as_ref().to_path_buf(), work.as_ref().to_path_buf()));
         self
+    }
+
+    /// Run `bin` instead of the binary under test (same command line).
+    pub fn binary(mut self, bin: impl AsRef<Path>) -> Ovlfs {
+        self.bin = Some(bin.as_ref().to_path_buf());
+        self
+    }
+
+    /// The program this builder runs.
+    pub fn program(&self) -> PathBuf {
+        self.bin.clone().unwrap_or_else(ovlfs_bin)
     }
 
     /// Add one `-o` option (e.g. `"userxattr"`, `"whiteout=xattr"`).
@@ -96,10 +109,10 @@ impl Ovlfs {
         let mut c = match self.wrapper.split_first() {
             Some((program, args)) => {
                 let mut c = Command::new(program);
-                c.args(args).arg(ovlfs_bin());
+                c.args(args).arg(self.program());
                 c
             }
-            None => Command::new(ovlfs_bin()),
+            None => Command::new(self.program()),
         };
         if foreground {
             c.arg("-f");
@@ -124,15 +137,15 @@ impl Ovlfs {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        let mut child =
-            spawn_gated(&mut cmd).map_err(|e| format!("spawn {}: {e}", ovlfs_bin().display()))?;
+        let mut child = spawn_gated(&mut cmd)
+            .map_err(|e| format!("spawn {}: {e}", self.program().display()))?;
         let stderr = Capture::spawn(child.stderr.take().expect("piped stderr"));
         let mut guard = OvlfsMount {
             mnt: mnt.clone(),
             child: Some(child),
             daemon_pid: None,
             stderr,
-            bin: ovlfs_bin(),
+            bin: self.program(),
         };
         let deadline = Instant::now() + MOUNT_TIMEOUT;
         loop {
@@ -167,7 +180,7 @@ impl Ovlfs {
     /// was live at that moment, and find the daemon's PID.
     pub fn launch_daemon(&self, mnt: &Path) -> DaemonLaunch {
         let mnt = canon(mnt);
-        let bin = ovlfs_bin();
+        let bin = self.program();
         let mut cmd = self.command(&mnt, false);
         // The daemon inherits the pipe; the capture thread never blocks us.
         cmd.stdin(Stdio::null())
