@@ -97,6 +97,9 @@ pub fn is_dir(st: &Stat) -> bool {
 }
 
 /// What one layer says about a name.
+/// The longest name a layer's filesystem takes (FUSE lets names up to 1024 bytes through).
+const NAME_MAX: usize = 255;
+
 enum Probe {
     Absent,
     Whiteout,
@@ -258,6 +261,10 @@ pub fn lookup(
     parent_dirs: &[(usize, BorrowedFd<'_>)],
     name: &OsStr,
 ) -> SysResult<Option<Resolved>> {
+    if name.len() > NAME_MAX {
+        // No layer can hold it: too long, not absent (as the kernel's overlayfs answers).
+        return Err(Errno::NAMETOOLONG);
+    }
     if whiteout::is_aufs_entry(name) {
         // AUFS bookkeeping never shows, whatever layer holds it.
         return Ok(None);

@@ -94,3 +94,54 @@ fn differential_lowers_only_userxattr() {
 fn differential_with_upper_userxattr() {
     differential("differential_with_upper_userxattr", Ns::User, true);
 }
+
+/// Names longer than 255 bytes (FUSE passes up to 1024): stat, open, create, mkdir and utimes
+/// give ENAMETOOLONG through both mounts, not ENOENT.
+#[test]
+fn over_long_names_like_the_kernel() {
+    if !require_kernel_overlay("over_long_names_like_the_kernel") {
+        return;
+    }
+    let (_t, root) = scratch(&["l", "u_ovl", "u_kern", "w_ovl", "w_kern", "m_ovl", "m_kern"]);
+    write_file(&root.join("l/f"), "f\n");
+    let kern = KernelOverlay::mount(
+        &[&root.join("l")],
+        Some((&root.join("u_kern"), &root.join("w_kern"))),
+        &[],
+        &root.join("m_kern"),
+    );
+    let ovl = Ovlfs::new([root.join("l")])
+        .upper(root.join("u_ovl"), root.join("w_ovl"))
+        .mount(&root.join("m_ovl"));
+    let (pk, po) = (kern.path().to_path_buf(), ovl.path().to_path_buf());
+    with_watchdog(BODY_SECS, ovl.path(), move || {
+        let errnos = |m: &Path| -> Vec<(usize, &'static str, Option<i32>)> {
+            let mut out = Vec::new();
+            for len in [255usize, 256, 300, 1024] {
+                let p = m.join("n".repeat(len));
+                out.push((len, "stat", lstat_errno(&p)));
+                out.push((len, "open", errno(&fs::File::open(&p))));
+                out.push((len, "mkdir", errno(&fs::create_dir(&p))));
+                let _ = fs::remove_dir(&p);
+                out.push((len, "create", errno(&fs::write(&p, "x"))));
+                let _ = fs::remove_file(&p);
+                let t = std::time::SystemTime::UNIX_EPOCH;
+                let utimes = fs::File::options()
+                    .write(true)
+                    .open(&p)
+                    .and_then(|f| f.set_modified(t));
+                out.push((len, "utimes", errno(&utimes)));
+            }
+            out
+        };
+        let (k, o) = (errnos(&pk), errnos(&po));
+        assert!(
+            k.iter()
+                .any(|(len, _, e)| *len > 255 && *e == Some(libc::ENAMETOOLONG)),
+            "fixture assumption: the kernel gives ENAMETOOLONG: {k:?}"
+        );
+        assert_eq!(o, k, "ovlfs (left) and the kernel (right) differ");
+    });
+    drop(ovl);
+    drop(kern);
+}
