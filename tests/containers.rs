@@ -35,11 +35,6 @@ pub(crate) const CHILD: Duration = Duration::from_secs(30);
 // Helpers
 // ---------------------------------------------------------------------------------------------
 
-pub(crate) fn have(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
-}
-
 pub(crate) fn quiet(prog: &str, args: &[&OsStr]) -> bool {
     let mut c = Command::new(prog);
     c.args(args);
