@@ -8,18 +8,24 @@
 //!
 //! Submodules (in `tests/containers/`): `argv` (`--version` and the exact argv shapes, daemon
 //! mode), `aufs_trap` (AUFS whiteouts in image layers, the rm -rf/mkdir trap), `mount_helper`
-//! (the mount-helper forms) and `podman` (the podman end-to-end test); the shared helpers
-//! (`Mounted`, `Launch`, `Storage`, ...) are here.
+//! (the mount-helper forms), `podman` (the podman end-to-end test) and `podman_compat`
+//! (podman and buildah scenarios run side by side with fuse-overlayfs: keep-id, uidmap,
+//! force_mask, sparse writes, commit whiteouts); `engine` holds what the podman and buildah
+//! tests share; the other shared helpers (`Mounted`, `Launch`, `Storage`, ...) are here.
 
 #[path = "containers/argv.rs"]
 mod argv;
 #[path = "containers/aufs_trap.rs"]
 mod aufs_trap;
 mod common;
+#[path = "containers/engine.rs"]
+mod engine;
 #[path = "containers/mount_helper.rs"]
 mod mount_helper;
 #[path = "containers/podman.rs"]
 mod podman;
+#[path = "containers/podman_compat.rs"]
+mod podman_compat;
 
 use common::*;
 use std::ffi::{OsStr, OsString};
@@ -34,11 +40,6 @@ pub(crate) const CHILD: Duration = Duration::from_secs(30);
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
-
-pub(crate) fn have(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
-}
 
 pub(crate) fn quiet(prog: &str, args: &[&OsStr]) -> bool {
     let mut c = Command::new(prog);

@@ -4,7 +4,7 @@
 //!
 //! Every test file uses it with `mod common;`; not every file uses every helper. Split by
 //! concern (`process`, `mountinfo`, `ovlfs`, `kernel`, `watchdog`, `fsutil`, `snapshot`,
-//! `fixtures`, `scratch`, `rng`); everything is re-exported here.
+//! `fixtures`, `scratch`, `shell`, `rng`); everything is re-exported here.
 #![allow(dead_code)]
 
 mod fixtures;
@@ -15,6 +15,7 @@ mod ovlfs;
 mod process;
 pub mod rng;
 pub mod scratch;
+mod shell;
 mod snapshot;
 mod watchdog;
 
@@ -32,6 +33,8 @@ pub use ovlfs::*;
 pub use process::*;
 #[allow(unused_imports)] // each test binary uses a different subset
 pub use scratch::{MountGuard, daemons_gone, kill_pid, sorted_names, work_leftovers};
+#[allow(unused_imports)]
+pub use shell::*;
 #[allow(unused_imports)]
 pub use snapshot::*;
 #[allow(unused_imports)]
@@ -79,7 +82,14 @@ pub fn visible(msg: &str) {
     let _ = writeln!(e, "{msg}");
 }
 
-fn skip_or_fail(test: &str, why: &str) {
+/// Whether `program` is an executable file in a `PATH` directory.
+pub fn have(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+}
+
+/// Prints `SKIPPED: test: why` (visibly); under CI=true panics instead.
+pub fn skip_or_fail(test: &str, why: &str) {
     let msg = format!("SKIPPED: {test}: {why}");
     if in_ci() {
         panic!("{msg} (CI=true: failing instead of skipping)");
@@ -98,6 +108,18 @@ pub fn require_root(test: &str) -> bool {
     }
     skip_or_fail(test, "needs root");
     false
+}
+
+/// Make `/dev/fuse` usable by every user, as distributions ship it (root only).
+pub fn dev_fuse_usable() {
+    if !is_root() {
+        return;
+    }
+    if let Ok(md) = fs::metadata("/dev/fuse")
+        && md.permissions().mode() & 0o006 != 0o006
+    {
+        let _ = fs::set_permissions("/dev/fuse", fs::Permissions::from_mode(0o666));
+    }
 }
 
 fn overlay_in_proc_filesystems() -> bool {

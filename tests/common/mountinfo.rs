@@ -37,7 +37,12 @@ pub fn unescape_mountinfo(s: &str) -> PathBuf {
 }
 
 pub fn mountinfo() -> Vec<MountInfo> {
-    let Ok(text) = fs::read_to_string("/proc/self/mountinfo") else {
+    mountinfo_of("self")
+}
+
+/// The mount table of process `pid` ("self" for ours): another mount namespace's, for instance.
+pub fn mountinfo_of(pid: &str) -> Vec<MountInfo> {
+    let Ok(text) = fs::read_to_string(format!("/proc/{pid}/mountinfo")) else {
         return Vec::new();
     };
     let mut v = Vec::new();

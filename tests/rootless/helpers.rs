@@ -6,23 +6,6 @@ use super::*;
 // Helpers: bounded children, cleanup guard, fixtures
 // ---------------------------------------------------------------------------------------------
 
-/// Make `/dev/fuse` usable by every user, as distributions ship it (root only).
-pub(crate) fn dev_fuse_usable() {
-    if !is_root() {
-        return;
-    }
-    if let Ok(md) = fs::metadata("/dev/fuse")
-        && md.permissions().mode() & 0o006 != 0o006
-    {
-        let _ = fs::set_permissions("/dev/fuse", fs::Permissions::from_mode(0o666));
-    }
-}
-
-pub(crate) fn have(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
-}
-
 /// The prerequisites of the unprivileged scenarios (root to switch uid, setpriv, unshare,
 /// fusermount3). Prints `SKIPPED` (or panics under CI=true) when one is missing.
 pub(crate) fn require_unpriv_tools(test: &str) -> bool {
@@ -171,39 +154,6 @@ pub(crate) fn walk(root: &Path) -> Vec<PathBuf> {
         }
     }
     out
-}
-
-/// Single-quote for sh.
-pub(crate) fn sq(s: impl AsRef<std::ffi::OsStr>) -> String {
-    format!("'{}'", s.as_ref().to_string_lossy().replace('\'', r"'\''"))
-}
-
-/// Shell functions every script starts with. `run CMD...` reports a failing operation as
-/// `@fail=CMD: ERROR`; `st PATH` prints the file type or `ENOENT`; `lst DIR` the sorted names.
-pub(crate) const PRELUDE: &str = r#"
-export LC_ALL=C
-show() { printf '@%s=%s\n' "$1" "$2"; }
-run() { err=$("$@" 2>&1) || printf '@fail=%s: %s\n' "$*" "$(echo $err)"; }
-st() { if out=$(stat -c %F "$1" 2>&1); then echo "$out"; else case "$out" in *"No such file"*) echo ENOENT;; *) echo "ERR:$out";; esac; fi; }
-lst() { echo $(ls -A "$1" 2>&1); }
-"#;
-
-/// The `@key=value` lines of a script's output, and the `@fail=` ones separately.
-pub(crate) fn parse_report(stdout: &str) -> (BTreeMap<String, String>, Vec<String>) {
-    let mut kv = BTreeMap::new();
-    let mut fails = Vec::new();
-    for line in stdout.lines() {
-        let Some(rest) = line.strip_prefix('@') else {
-            continue;
-        };
-        let (k, v) = rest.split_once('=').unwrap_or((rest, ""));
-        if k == "fail" {
-            fails.push(v.to_string());
-        } else {
-            kv.insert(k.to_string(), v.to_string());
-        }
-    }
-    (kv, fails)
 }
 
 /// A test tree: `root` (0755) with `l1` (top lower), `l2`, `upper`, `work`, `mnt`.
