@@ -20,6 +20,9 @@ pub struct Layer {
     pub writable: bool,
     /// The xattr this layer keeps owners and modes in, if any (see [`crate::stat_override`]).
     pub stat_xattr: Option<StatXattr>,
+    /// The layer was given as an id-mapped mount: the owners its objects show are already
+    /// mapped (containers/storage hands such lowers to mount programs).
+    pub idmapped: bool,
 }
 
 impl Layer {
@@ -27,6 +30,12 @@ impl Layer {
         let root = std::sync::Arc::new(sys::open_layer_root(path)?);
         let dev = sys::stat_fd(root.as_fd())?.st_dev;
         let stat_xattr = StatXattr::of_layer_root(root.as_fd());
+        // Only lowers: owners written through an id-mapped upper would be mapped twice.
+        let idmapped = !writable && sys::on_idmapped_mount(root.as_fd());
+        log::debug!(
+            "layer {}: owner-and-mode xattr {stat_xattr:?}, id-mapped mount: {idmapped}",
+            path.display()
+        );
         Ok(Layer {
             index,
             path: path.to_owned(),
@@ -35,6 +44,7 @@ impl Layer {
             dev_index: 0,
             writable,
             stat_xattr,
+            idmapped,
         })
     }
 

@@ -144,8 +144,7 @@ impl Overlay {
         })?;
         if let Some(r) = &mut resolved {
             if let Some(fd) = r.objects[0].fd.held() {
-                let xattr = self.stack.layers[r.objects[0].layer].stat_xattr;
-                stat_override::apply_stored(fd, xattr, &mut r.stat);
+                self.stored_owner(r.objects[0].layer, fd, &mut r.stat);
             }
             self.release_lower_fd(r);
         }
@@ -194,8 +193,20 @@ impl Overlay {
     /// keeps in an xattr (see [`crate::stat_override`]), before id mapping.
     pub fn stat_object(&self, layer: usize, fd: std::os::fd::BorrowedFd<'_>) -> SysResult<Stat> {
         let mut st = sys::stat_fd(fd)?;
-        stat_override::apply_stored(fd, self.stack.layers[layer].stat_xattr, &mut st);
+        self.stored_owner(layer, fd, &mut st);
         Ok(st)
+    }
+
+    /// Puts the owner and mode as the layer stores them into `st`: ids seen through an
+    /// id-mapped layer mount are mapped back to on-disk ids (the mount's own mapping then
+    /// applies once), and an owner-and-mode xattr of the layer replaces the real ones.
+    fn stored_owner(&self, layer: usize, fd: std::os::fd::BorrowedFd<'_>, st: &mut Stat) {
+        let layer = &self.stack.layers[layer];
+        if layer.idmapped {
+            st.st_uid = self.ids.uid_to_disk_or_overflow(st.st_uid);
+            st.st_gid = self.ids.gid_to_disk_or_overflow(st.st_gid);
+        }
+        stat_override::apply_stored(fd, layer.stat_xattr, st);
     }
 
     /// The xattr the upper keeps owners and modes in, when it keeps them there.

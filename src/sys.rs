@@ -63,6 +63,31 @@ pub fn stat_at(dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<Stat> {
     rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
 }
 
+/// Whether the object behind `fd` is reached through an id-mapped mount (its owners are then
+/// shown through that mount's mapping, not as stored): the mount's per-mount options in
+/// `/proc/self/mountinfo` say `idmapped`.
+pub fn on_idmapped_mount(fd: BorrowedFd<'_>) -> bool {
+    let Ok(st) = rustix::fs::statx(
+        fd,
+        c"",
+        AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW,
+        rustix::fs::StatxFlags::MNT_ID,
+    ) else {
+        return false;
+    };
+    let Ok(mountinfo) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let id = st.stx_mnt_id.to_string();
+    mountinfo.lines().any(|line| {
+        let fields: Vec<&str> = line.split(' ').collect();
+        fields.first() == Some(&id.as_str())
+            && fields
+                .get(5)
+                .is_some_and(|opts| opts.split(',').any(|o| o == "idmapped"))
+    })
+}
+
 /// `stat` of the object an fd (possibly `O_PATH`) refers to.
 pub fn stat_fd(fd: BorrowedFd<'_>) -> SysResult<Stat> {
     rustix::fs::statat(fd, c"", AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW)
