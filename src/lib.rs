@@ -20,4 +20,5 @@ pub mod readdir;
 pub mod reclaim;
 pub mod sys;
 pub mod whiteout;
+pub mod workdir;
 pub mod xattrs;
