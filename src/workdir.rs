@@ -16,6 +16,7 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use crate::overlay::Overlay;
 use crate::sys::{self, Errno};
@@ -34,6 +35,11 @@ impl Work {
     }
 }
 
+/// How long a mount waits for the workdir before calling it busy: a daemon whose mount was
+/// just unmounted (`fusermount3 -u`) holds it until it has exited, a moment later, and
+/// callers remount right away.
+const HANDOVER: Duration = Duration::from_secs(2);
+
 /// The locked workdir, before `work` is prepared.
 #[derive(Debug)]
 pub(crate) struct WorkdirLock {
@@ -43,14 +49,21 @@ pub(crate) struct WorkdirLock {
 
 impl WorkdirLock {
     /// Locks `workdir` for this process. Changes nothing on disk. Fails (with the holder's pid
-    /// when it can be found) when another mount holds it. A filesystem that cannot lock at
-    /// all only gets a warning: refusing to mount there would be worse.
+    /// when it can be found) when another mount still holds it after [`HANDOVER`]. A
+    /// filesystem that cannot lock at all only gets a warning: refusing to mount there would
+    /// be worse.
     pub(crate) fn acquire(workdir: &Path) -> io::Result<WorkdirLock> {
         let shown = format!("{:?}", workdir.display().to_string());
         let root = sys::open_dir(workdir).map_err(|e| {
             io::Error::new(io::Error::from(e).kind(), format!("workdir {shown}: {e}"))
         })?;
-        match sys::try_lock_exclusive(root.as_fd()) {
+        let start = Instant::now();
+        let mut locked = sys::try_lock_exclusive(root.as_fd());
+        while locked == Err(Errno::WOULDBLOCK) && start.elapsed() < HANDOVER {
+            std::thread::sleep(Duration::from_millis(10));
+            locked = sys::try_lock_exclusive(root.as_fd());
+        }
+        match locked {
             Ok(()) => {}
             Err(Errno::WOULDBLOCK) => {
                 let holder = match holder_pid(workdir) {

@@ -193,3 +193,37 @@ fn workdir_is_free_again_when_the_daemon_ends() {
     // Nothing but `work` in the workdir: the lock is on the directory itself.
     assert_eq!(sorted_names(&fx.p("work")), ["work"]);
 }
+
+/// A remount right after `fusermount3 -u` (as containers/storage does, without waiting for
+/// the old daemon to exit) waits for the old daemon to let go of the workdir.
+#[test]
+fn remount_right_after_an_unmount_waits_for_the_old_daemon() {
+    let fx = Fixture::new();
+    let mut a = fx.ovlfs().mount_daemon(&fx.p("a"));
+    let a_pid = a.pid().expect("daemon pid of A");
+    // Stopped, A cannot exit (and release the workdir) before it is continued.
+    a.signal(rustix::process::Signal::STOP).expect("SIGSTOP A");
+    assert!(
+        a.fusermount_u(),
+        "fusermount3 -u of a stopped daemon's mount"
+    );
+    let resume = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(500));
+        kill_pid(a_pid, rustix::process::Signal::CONT);
+    });
+    let b = fx.ovlfs().launch_daemon(&fx.p("b"));
+    resume.join().expect("resume thread");
+    assert!(
+        b.status.is_some_and(|s| s.success()) && b.mounted_at_exit,
+        "B did not wait for A to exit: status {:?}; stderr:\n{}",
+        b.status,
+        b.stderr
+    );
+    assert!(a.wait_exit(WAIT).is_some(), "A still running");
+    let p = b.mount.path().to_path_buf();
+    with_watchdog(BODY_SECS, b.mount.path(), move || {
+        fs::write(p.join("small"), "b\n").expect("copy-up through B");
+    });
+    drop(b);
+    drop(a);
+}
