@@ -5,10 +5,8 @@
 //! object in the upper, and the temp leftovers are removed at the next mount.
 
 use std::ffi::{OsStr, OsString};
-use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -20,19 +18,6 @@ use crate::overlay::Overlay;
 use crate::stat_override;
 use crate::sys::{self, Errno, RenameFlags, Stat, SysResult};
 use crate::whiteout;
-
-/// Opens `WORKDIR/work` (creating it as the kernel does) and removes stale temp objects a
-/// crash may have left there.
-pub fn prepare_workdir(workdir: &Path) -> io::Result<OwnedFd> {
-    let root = sys::open_layer_root(workdir)?;
-    match sys::mkdir_at(root.as_fd(), OsStr::new("work"), 0o700) {
-        Ok(()) | Err(Errno::EXIST) => {}
-        Err(e) => return Err(e.into()),
-    }
-    let work = sys::open_path_at(root.as_fd(), OsStr::new("work"))?;
-    sys::remove_tree_contents(work.as_fd())?;
-    Ok(work)
-}
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
@@ -129,7 +114,7 @@ fn copy_range(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, mut start: u64, end: u64
 impl Overlay {
     /// `WORKDIR/work`, or EROFS on a read-only mount.
     pub fn work_fd(&self) -> SysResult<BorrowedFd<'_>> {
-        self.work.as_ref().map(|w| w.as_fd()).ok_or(Errno::ROFS)
+        self.work.get().map(|w| w.fd()).ok_or(Errno::ROFS)
     }
 
     /// Makes sure `node` lives in the upper layer, copying up its parent chain first.

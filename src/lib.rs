@@ -21,4 +21,5 @@ pub mod reclaim;
 pub mod stat_override;
 pub mod sys;
 pub mod whiteout;
+pub mod workdir;
 pub mod xattrs;

@@ -11,13 +11,23 @@ use crate::fs::OverlayFs;
 use crate::options::Config;
 use crate::overlay::Overlay;
 use crate::sys::{self, ForkResult};
+use crate::workdir::WorkdirLock;
 
 /// The fuser session configuration for a validated config.
 pub fn session_config(config: &Config) -> fuser::Config {
     let root = sys::geteuid() == 0;
+    // The subtype goes as mount data, which both the kernel (direct mount as root) and
+    // fusermount3 take: fuser's own Subtype option never reaches a direct mount, whose
+    // fstype would then be plain `fuse`.
+    let subtype = config
+        .fuse_options
+        .iter()
+        .rev()
+        .find_map(|o| o.strip_prefix("subtype="))
+        .unwrap_or("ovlfs");
     let mut opts = vec![
         MountOption::FSName(config.source.clone().unwrap_or_else(|| "ovlfs".into())),
-        MountOption::Subtype("ovlfs".into()),
+        MountOption::CUSTOM(format!("subtype={subtype}")),
         MountOption::DefaultPermissions,
     ];
     let has = |name: &str| config.fuse_options.iter().any(|o| o == name);
@@ -55,7 +65,8 @@ pub fn session_config(config: &Config) -> fuser::Config {
                 opts[0] = MountOption::FSName(o["fsname=".len()..].to_owned());
                 None
             }
-            // default_permissions is always on; the rest are VFS flags fuse ignores.
+            // default_permissions is always on, subtype= is above; the rest are VFS flags
+            // fuse ignores.
             _ => None,
         };
         if let Some(m) = mapped
@@ -112,18 +123,40 @@ fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(4, |n| (2 * n.get()).clamp(4, 16))
 }
 
+/// Locks the workdir, mounts (with the FUSE INIT handshake), then prepares the workdir: a
+/// mount that fails has changed nothing on disk. Errors are one line starting `ovlfs: `.
+fn mount(config: &Config, overlay: &Arc<Overlay>) -> Result<fuser::Session<OverlayFs>, String> {
+    let lock = match &config.workdir {
+        Some(dir) => Some(WorkdirLock::acquire(dir).map_err(|e| format!("ovlfs: {e}"))?),
+        None => None,
+    };
+    let fs = OverlayFs {
+        ov: overlay.clone(),
+    };
+    let session =
+        fuser::Session::new(fs, &config.mountpoint, &session_config(config)).map_err(|e| {
+            // fusermount3's message comes with its newline.
+            let text = e.to_string();
+            format!(
+                "ovlfs: cannot mount on {}: {}",
+                config.mountpoint.display(),
+                text.split_whitespace().collect::<Vec<_>>().join(" ")
+            )
+        })?;
+    // Mounted: now the workdir may change. On error the session drops, which unmounts.
+    if let Some(lock) = lock {
+        let work = lock.prepare().map_err(|e| format!("ovlfs: {e}"))?;
+        let _ = overlay.work.set(work);
+    }
+    Ok(session)
+}
+
 /// Mounts in a background thread of the calling process (for embedding, the demo, benches).
 pub fn spawn_background(config: &Config) -> io::Result<fuser::BackgroundSession> {
     sys::set_umask(0);
     let fd_limit = sys::raise_fd_limit();
     let overlay = Arc::new(Overlay::new(config)?);
-    let session = fuser::Session::new(
-        OverlayFs {
-            ov: overlay.clone(),
-        },
-        &config.mountpoint,
-        &session_config(config),
-    )?;
+    let session = mount(config, &overlay).map_err(io::Error::other)?;
     start_reclaim(&overlay, &session, fd_limit);
     session.spawn()
 }
@@ -190,19 +223,9 @@ fn serve(
     fd_limit: u64,
 ) -> i32 {
     sys::block_termination_signals();
-    let mut session = match fuser::Session::new(
-        OverlayFs {
-            ov: overlay.clone(),
-        },
-        &config.mountpoint,
-        &session_config(config),
-    ) {
-        Ok(s) => s,
-        Err(e) => {
-            let message = format!(
-                "ovlfs: cannot mount on {}: {e}",
-                config.mountpoint.display()
-            );
+    let mut session = match mount(config, &overlay) {
+        Ok(m) => m,
+        Err(message) => {
             match ready {
                 Some(pipe) => {
                     let _ = sys::write_all(pipe.as_fd(), message.as_bytes());
@@ -215,9 +238,7 @@ fn serve(
     if let Some(pipe) = ready {
         let _ = sys::write_all(pipe.as_fd(), b"ok");
         drop(pipe);
-        if !config.debug {
-            sys::detach_stdio_and_session();
-        }
+        sys::detach_stdio_and_session();
     }
     start_reclaim(&overlay, &session, fd_limit);
     let mut unmounter = session.unmount_callable();

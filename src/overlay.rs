@@ -5,7 +5,7 @@
 
 use std::ffi::OsStr;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -47,7 +47,8 @@ pub struct Overlay {
     pub passthrough_on: AtomicBool,
     pub writeback_on: AtomicBool,
     /// `WORKDIR/work`: where copy-up builds objects before renaming them into the upper.
-    pub work: Option<OwnedFd>,
+    /// Set once the mount is live (see [`crate::workdir`]).
+    pub work: std::sync::OnceLock<crate::workdir::Work>,
     pub hardlinks: crate::hardlinks::HardlinkIndex,
 }
 
@@ -69,10 +70,6 @@ impl Overlay {
             let upper = &mut stack.layers[0];
             upper.stat_xattr = StatXattr::for_upper(config.xattr_permissions, upper.root.as_fd());
         }
-        let work = match &config.workdir {
-            Some(dir) => Some(crate::copy_up::prepare_workdir(dir)?),
-            None => None,
-        };
         let mut objects = Vec::new();
         for layer in &stack.layers {
             let fd = layer.root.as_fd().try_clone_to_owned()?;
@@ -105,7 +102,7 @@ impl Overlay {
             passthrough_on: AtomicBool::new(false),
             writeback_on: AtomicBool::new(false),
             ids: IdMap::from_config(config),
-            work,
+            work: Default::default(),
             hardlinks: Default::default(),
         })
     }

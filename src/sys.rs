@@ -296,9 +296,12 @@ pub fn fork() -> SysResult<ForkResult> {
     }
 }
 
-/// Detaches the daemon from the caller's session and points stdio at /dev/null.
+/// Detaches the daemon from the caller as libfuse's `fuse_daemonize` does: a new session,
+/// `/` as the working directory (the caller's stays unmountable otherwise), stdio on
+/// /dev/null.
 pub fn detach_stdio_and_session() {
     let _ = rustix::process::setsid();
+    let _ = chdir_root();
     if let Ok(null) = rustix::fs::open(c"/dev/null", OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())
     {
         for target in 0..3 {
@@ -684,4 +687,33 @@ pub fn notify_prune(dev: BorrowedFd<'_>, nodeids: &[u64]) -> SysResult<()> {
         }
     }
     Ok(())
+}
+
+// ---- the workdir lock, layer access checks ----------------------------------------------
+
+/// Opens a directory named by the user for reading (`O_RDONLY`, following symlinks): an fd
+/// that `flock` accepts, unlike `O_PATH`.
+pub fn open_dir(path: &std::path::Path) -> SysResult<OwnedFd> {
+    rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+/// `flock(LOCK_EX | LOCK_NB)`: `Err(WOULDBLOCK)` when another open file description holds it.
+pub fn try_lock_exclusive(fd: BorrowedFd<'_>) -> SysResult<()> {
+    rustix::fs::flock(fd, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+}
+
+/// Whether the calling process may access `path` with `mode` (R_OK|W_OK|X_OK bits), judged
+/// with its effective ids as the kernel will judge the daemon's own accesses.
+pub fn access_path(path: &std::path::Path, mode: u32) -> SysResult<()> {
+    let access = rustix::fs::Access::from_bits_truncate(mode);
+    rustix::fs::accessat(rustix::fs::CWD, path, access, AtFlags::EACCESS)
+}
+
+/// `chdir("/")`: a daemon must not keep the caller's directory (or its filesystem) busy.
+pub fn chdir_root() -> SysResult<()> {
+    rustix::process::chdir(c"/")
 }

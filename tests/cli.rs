@@ -1,20 +1,29 @@
-//! The command line contract of DESIGN §2 for bad input, through the real binary: each malformed
-//! command line or layer setup exits non-zero with exactly one line on stderr that names the
-//! problem, and leaves the file system untouched. Nothing here ever mounts: every child runs under
-//! a timeout (killed by PID), and a guard unmounts anything that shows up below the test's
-//! temp dirs anyway.
+//! The command line contract for bad input, through the real binary: each malformed command
+//! line or layer setup exits non-zero with exactly one line on stderr that names the problem,
+//! and leaves the file system untouched. Nothing here ever mounts: every child runs under a
+//! timeout (killed by PID), and a guard unmounts anything that shows up below the test's temp
+//! dirs anyway. Some cases run as an unprivileged user (`setpriv`, needs root to start).
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-const BIN: &str = env!("CARGO_BIN_EXE_ovlfs");
 const TIMEOUT: Duration = Duration::from_secs(20);
+/// The unprivileged user of the `setpriv` cases.
+const NOBODY: u32 = 65534;
+
+/// The binary under test (`OVLFS_TEST_BIN` overrides it, e.g. to check an older build).
+fn bin() -> PathBuf {
+    match std::env::var_os("OVLFS_TEST_BIN") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => PathBuf::from(env!("CARGO_BIN_EXE_ovlfs")),
+    }
+}
 
 /// The temp trees of one case: `root` on the temp dir's filesystem, `other` on /dev/shm (tmpfs)
 /// when that is a different filesystem.
@@ -64,11 +73,12 @@ fn dev(p: &Path) -> u64 {
     fs::metadata(p).unwrap().dev()
 }
 
-/// What a case runs and what its one stderr line must mention.
+/// What a case runs (as root, or as `user`) and what its one stderr line must mention.
 enum Setup {
     Run {
         args: Vec<String>,
         needles: Vec<String>,
+        user: Option<u32>,
     },
     Skip(&'static str),
 }
@@ -77,7 +87,72 @@ fn run(args: &[&str], needles: &[&str]) -> Setup {
     Setup::Run {
         args: args.iter().map(|s| s.to_string()).collect(),
         needles: needles.iter().map(|s| s.to_string()).collect(),
+        user: None,
     }
+}
+
+fn have(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+}
+
+/// Gives the whole temp tree to [`NOBODY`] (so only what a case changes afterwards is in its
+/// way), or says why the unprivileged cases cannot run; under CI=true that fails instead.
+fn nobody_tree(c: &Ctx) -> Result<(), Setup> {
+    let missing = if !rustix::process::geteuid().is_root() {
+        Some("needs root (to switch to an unprivileged user)")
+    } else if !have("setpriv") || !have("fusermount3") {
+        Some("needs setpriv and fusermount3")
+    } else {
+        None
+    };
+    if let Some(why) = missing {
+        assert!(
+            !std::env::var("CI").is_ok_and(|v| v == "true" || v == "1"),
+            "{why} (CI=true: failing instead of skipping)"
+        );
+        return Err(Setup::Skip(why));
+    }
+    // Distributions ship /dev/fuse usable by everyone; make sure it is.
+    let _ = fs::set_permissions("/dev/fuse", fs::Permissions::from_mode(0o666));
+    fs::set_permissions(c.root.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    fn give(p: &Path) {
+        std::os::unix::fs::lchown(p, Some(NOBODY), Some(NOBODY)).unwrap();
+        if fs::symlink_metadata(p).unwrap().is_dir() {
+            for e in fs::read_dir(p).unwrap() {
+                give(&e.unwrap().path());
+            }
+        }
+    }
+    give(c.root.path());
+    Ok(())
+}
+
+/// `run`, as [`NOBODY`].
+fn run_as_nobody(args: &[&str], needles: &[&str]) -> Setup {
+    match run(args, needles) {
+        Setup::Run { args, needles, .. } => Setup::Run {
+            args,
+            needles,
+            user: Some(NOBODY),
+        },
+        skip => skip,
+    }
+}
+
+/// A directory of root's with `mode`, which the unprivileged user is not allowed into.
+fn root_dir(c: &Ctx, name: &str, mode: u32) -> String {
+    let p = c.dir(name);
+    fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+    p
+}
+
+/// Whether /etc/fuse.conf lets users ask for allow_other.
+fn user_allow_other() -> bool {
+    fs::read_to_string("/etc/fuse.conf")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.trim() == "user_allow_other")
 }
 
 /// `-o lowerdir=L,upperdir=U,workdir=W` with the given values.
@@ -517,6 +592,161 @@ fn cases() -> Vec<Case> {
                 )
             },
         },
+        Case {
+            name: "subtype with a slash",
+            setup: |c| with_opt(c, "subtype=a/b", &["subtype", "a/b"]),
+        },
+        // ---- typos that would otherwise give another mount than asked for ----
+        Case {
+            name: "misspelt upperdir (would mount read-only)",
+            setup: |c| {
+                let (l, u, _, m) = c.std();
+                run(
+                    &["-o", &format!("lowerdir={l},uperdir={u}"), &m],
+                    &["\"uperdir=", "did you mean \"upperdir\""],
+                )
+            },
+        },
+        Case {
+            name: "lowerdirs",
+            setup: |c| {
+                let (l, _, _, m) = c.std();
+                run(
+                    &["-o", &format!("lowerdirs={l}"), &m],
+                    &["\"lowerdirs=", "did you mean \"lowerdir\""],
+                )
+            },
+        },
+        Case {
+            name: "spaces after the commas",
+            setup: |c| {
+                let (l, u, w, m) = c.std();
+                run(
+                    &[
+                        "-o",
+                        &format!("lowerdir={l}, upperdir={u}, workdir={w}"),
+                        &m,
+                    ],
+                    &["\" upperdir=", "spaces"],
+                )
+            },
+        },
+        Case {
+            name: "unescaped comma in upperdir",
+            setup: |c| {
+                let (l, _, w, m) = c.std();
+                let cut = c.dir("x/u");
+                let whole = c.dir("x/u,v");
+                run(
+                    &["-o", &luw(&l, &whole, &w), &m],
+                    &["\"v\"", &cut, "\"\\,\""],
+                )
+            },
+        },
+        Case {
+            name: "near-miss of a flag",
+            setup: |c| with_opt(c, "static_nlnk", &["did you mean \"static_nlink\""]),
+        },
+        // ---- as an unprivileged user ----
+        Case {
+            name: "unreadable lower (unprivileged)",
+            setup: |c| {
+                let (_, u, w, m) = c.std();
+                if let Err(skip) = nobody_tree(c) {
+                    return skip;
+                }
+                let secret = root_dir(c, "secret", 0o700);
+                run_as_nobody(
+                    &["-o", &luw(&secret, &u, &w), &m],
+                    &["lowerdir", &secret, "Permission denied"],
+                )
+            },
+        },
+        Case {
+            name: "lower without search permission (unprivileged)",
+            setup: |c| {
+                let (l, u, w, m) = c.std();
+                if let Err(skip) = nobody_tree(c) {
+                    return skip;
+                }
+                let listed = root_dir(c, "listed", 0o744);
+                let lowers = format!("{l}:{listed}");
+                run_as_nobody(
+                    &["-o", &luw(&lowers, &u, &w), &m],
+                    &["lowerdir", &listed, "Permission denied"],
+                )
+            },
+        },
+        Case {
+            name: "upper not writable (unprivileged)",
+            setup: |c| {
+                let (l, _, w, m) = c.std();
+                if let Err(skip) = nobody_tree(c) {
+                    return skip;
+                }
+                let u = root_dir(c, "root-upper", 0o755);
+                run_as_nobody(&["-o", &luw(&l, &u, &w), &m], &["upperdir", &u, "write"])
+            },
+        },
+        Case {
+            name: "workdir not writable (unprivileged)",
+            setup: |c| {
+                let (l, u, _, m) = c.std();
+                if let Err(skip) = nobody_tree(c) {
+                    return skip;
+                }
+                let w = root_dir(c, "root-work", 0o755);
+                run_as_nobody(&["-o", &luw(&l, &u, &w), &m], &["workdir", &w, "write"])
+            },
+        },
+        Case {
+            name: "auto_unmount of an owner-only mount (unprivileged)",
+            setup: |c| {
+                let (l, u, w, m) = c.std();
+                if let Err(skip) = nobody_tree(c) {
+                    return skip;
+                }
+                run_as_nobody(
+                    &["-o", &format!("{},auto_unmount", luw(&l, &u, &w)), &m],
+                    &["auto_unmount", "allow_other"],
+                )
+            },
+        },
+        Case {
+            name: "allow_other refused by fusermount3 (unprivileged, late failure)",
+            setup: |c| {
+                let (l, u, w, m) = c.std();
+                if user_allow_other() {
+                    return Setup::Skip("/etc/fuse.conf has user_allow_other");
+                }
+                // A leftover of an earlier mount: only a mount that goes ahead may clear it.
+                fs::create_dir(Path::new(&w).join("work")).unwrap();
+                fs::write(Path::new(&w).join("work/#ovlfs.1.1"), b"partial").unwrap();
+                if let Err(skip) = nobody_tree(c) {
+                    return skip;
+                }
+                run_as_nobody(
+                    &["-o", &format!("{},allow_other", luw(&l, &u, &w)), &m],
+                    &["cannot mount", "allow_other"],
+                )
+            },
+        },
+        Case {
+            name: "allow_other refused by fusermount3, in the foreground (unprivileged)",
+            setup: |c| {
+                let (l, u, w, m) = c.std();
+                if user_allow_other() {
+                    return Setup::Skip("/etc/fuse.conf has user_allow_other");
+                }
+                if let Err(skip) = nobody_tree(c) {
+                    return skip;
+                }
+                run_as_nobody(
+                    &["-f", "-o", &format!("{},allow_other", luw(&l, &u, &w)), &m],
+                    &["cannot mount", "allow_other"],
+                )
+            },
+        },
     ]
 }
 
@@ -585,12 +815,24 @@ struct Output {
     stderr: String,
 }
 
-/// Runs the binary with `args` in `cwd`, output to files (a daemonized grandchild holding a
-/// pipe open cannot hang us), killed by PID after [`TIMEOUT`].
-fn run_binary(args: &[String], cwd: &Path) -> Result<Output, String> {
+/// Runs the binary with `args` in `cwd` (as `user` if given), output to files (a daemonized
+/// grandchild holding a pipe open cannot hang us), killed by PID after [`TIMEOUT`].
+fn run_binary(args: &[String], cwd: &Path, user: Option<u32>) -> Result<Output, String> {
     let out_dir = tempfile::tempdir().unwrap();
     let (out_path, err_path) = (out_dir.path().join("out"), out_dir.path().join("err"));
-    let mut child = Command::new(BIN)
+    let mut command = match user {
+        // setpriv execs the binary: the PID stays the one to kill.
+        Some(id) => {
+            let mut c = Command::new("setpriv");
+            c.arg(format!("--reuid={id}"))
+                .arg(format!("--regid={id}"))
+                .arg("--clear-groups")
+                .arg(bin());
+            c
+        }
+        None => Command::new(bin()),
+    };
+    let mut child = command
         .args(args)
         .current_dir(cwd)
         .env_remove("RUST_LOG")
@@ -598,7 +840,7 @@ fn run_binary(args: &[String], cwd: &Path) -> Result<Output, String> {
         .stdout(fs::File::create(&out_path).unwrap())
         .stderr(fs::File::create(&err_path).unwrap())
         .spawn()
-        .map_err(|e| format!("spawn {BIN}: {e}"))?;
+        .map_err(|e| format!("spawn {}: {e}", bin().display()))?;
     let start = Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -624,8 +866,12 @@ fn run_binary(args: &[String], cwd: &Path) -> Result<Output, String> {
 /// Runs one case; `Err` describes how it broke the contract.
 fn check(case: &Case) -> Result<bool, String> {
     let ctx = Ctx::new();
-    let (args, needles) = match (case.setup)(&ctx) {
-        Setup::Run { args, needles } => (args, needles),
+    let (args, needles, user) = match (case.setup)(&ctx) {
+        Setup::Run {
+            args,
+            needles,
+            user,
+        } => (args, needles, user),
         Setup::Skip(why) => {
             eprintln!("skipped {:?}: {why}", case.name);
             return Ok(false);
@@ -633,7 +879,7 @@ fn check(case: &Case) -> Result<bool, String> {
     };
     let guard = MountGuard(ctx.roots().iter().map(|p| p.to_path_buf()).collect());
     let before = snapshot(&ctx.roots());
-    let out = run_binary(&args, ctx.root.path())?;
+    let out = run_binary(&args, ctx.root.path(), user)?;
     let mounted = guard.mounted();
     drop(guard);
     let after = snapshot(&ctx.roots());
@@ -702,7 +948,7 @@ fn bad_command_lines_fail_cleanly() {
 fn version_prints_one_line() {
     let dir = tempfile::tempdir().unwrap();
     for flag in ["--version", "-V"] {
-        let out = run_binary(&[flag.to_owned()], dir.path()).unwrap();
+        let out = run_binary(&[flag.to_owned()], dir.path(), None).unwrap();
         assert_eq!(out.status.code(), Some(0), "{flag}: {:?}", out.stderr);
         let line = out.stdout.strip_suffix('\n').unwrap_or(&out.stdout);
         assert!(
@@ -720,7 +966,7 @@ fn version_prints_one_line() {
 fn help_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
     for flag in ["--help", "-h"] {
-        let out = run_binary(&[flag.to_owned()], dir.path()).unwrap();
+        let out = run_binary(&[flag.to_owned()], dir.path(), None).unwrap();
         assert_eq!(out.status.code(), Some(0), "{flag}: {:?}", out.stderr);
         for word in [
             "lowerdir=",

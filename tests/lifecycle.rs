@@ -1,5 +1,6 @@
-//! Daemon lifecycle: daemonizing only once the mount is live, unmount on SIGTERM/SIGINT and on
-//! `fusermount3 -u`, clear one-line errors for bad command lines (DESIGN.md §2).
+//! Daemon lifecycle: daemonizing only once the mount is live (and leaving the caller's
+//! directory), unmount on SIGTERM/SIGINT and on `fusermount3 -u`, clear one-line errors for bad
+//! command lines, the fstype the mount shows.
 
 mod common;
 
@@ -81,11 +82,8 @@ fn daemon_mode_exits_zero_with_mount_live() {
     );
     let info = find_fuse_mount(m.path()).expect("mountinfo entry");
     if using_default_binary() {
-        assert!(
-            info.fstype == "fuse.ovlfs" || info.fstype == "fuse",
-            "fstype {:?}",
-            info.fstype
-        );
+        // Also as root, where the kernel is called directly (fuse-overlayfs: fuse.fuse-overlayfs).
+        assert_eq!(info.fstype, "fuse.ovlfs");
     }
     assert!(
         m.pid().is_some(),
@@ -412,4 +410,114 @@ fn watchdog_aborts_a_hung_mount() {
         !is_fuse_mounted(&root.join("m")),
         "mount left behind after abort"
     );
+}
+
+/// `subtype=NAME` makes the mount show as `fuse.NAME`.
+#[test]
+fn subtype_sets_the_fstype() {
+    let (_t, root) = two_lowers();
+    let m = lowers(&root)
+        .opt("subtype=layers")
+        .mount_daemon(&root.join("m"));
+    let info = find_fuse_mount(m.path()).expect("mountinfo entry");
+    assert_eq!(info.fstype, "fuse.layers");
+    assert_serves(&m);
+}
+
+/// `--debug` (as fuse-overlayfs takes it: debug output, but unlike `-d` no foreground).
+#[test]
+fn long_debug_flag_still_daemonizes() {
+    let (_t, root) = two_lowers();
+    let launch = lowers(&root).arg("--debug").launch_daemon(&root.join("m"));
+    let m = launch.mount;
+    assert!(
+        launch.status.is_some_and(|s| s.success()) && launch.mounted_at_exit,
+        "ovlfs --debug: launcher status {:?}, mounted when it exited: {}; stderr:\n{}",
+        launch.status,
+        launch.mounted_at_exit,
+        launch.stderr
+    );
+    assert!(
+        launch.stderr.contains("DEBUG"),
+        "no debug output: {}",
+        launch.stderr
+    );
+    assert_serves(&m);
+}
+
+fn cwd_of(pid: u32) -> PathBuf {
+    fs::read_link(format!("/proc/{pid}/cwd")).unwrap_or_else(|e| panic!("cwd of {pid}: {e}"))
+}
+
+/// Ends what a test started by hand on `mnt`: the mount, then the daemon (by PID).
+struct ByHand {
+    mnt: PathBuf,
+    pid: Option<u32>,
+}
+
+impl Drop for ByHand {
+    fn drop(&mut self) {
+        if is_fuse_mounted(&self.mnt) {
+            let _ = run_cmd_quiesced(Command::new("umount").arg("-l").arg(&self.mnt), WAIT);
+        }
+        if let Some(pid) = self.pid
+            && !wait_pid_gone(pid, Duration::from_secs(2))
+        {
+            kill_pid(pid, Signal::KILL);
+        }
+    }
+}
+
+/// The daemon works in `/` (as after libfuse's fuse_daemonize), so the caller's directory is
+/// not kept busy; paths given relative to that directory were resolved before. A signal still
+/// unmounts it.
+#[test]
+fn daemon_leaves_the_callers_directory() {
+    let (_t, root) = two_lowers();
+    mkdirs(&root.join("u"));
+    mkdirs(&root.join("w"));
+    let ov = Ovlfs::new(["l1", "l2"]).upper("u", "w").current_dir(&root);
+    let mut cmd = ov.command(Path::new("m"), false);
+    let mut guard = ByHand {
+        mnt: root.join("m"),
+        pid: None,
+    };
+    let out = run_cmd(&mut cmd, WAIT).expect("run ovlfs");
+    assert!(out.success(), "ovlfs failed: {}", out.stderr);
+    let pid = find_daemon_pids(&ovlfs_bin(), Path::new("m"))
+        .into_iter()
+        .next()
+        .expect("no daemon serving m");
+    guard.pid = Some(pid);
+    assert_eq!(
+        cwd_of(pid),
+        Path::new("/"),
+        "the daemon's working directory"
+    );
+    let p = root.join("m");
+    with_watchdog(BODY_SECS, &p.clone(), move || {
+        assert_eq!(fs::read_to_string(p.join("top")).unwrap(), "top\n");
+        fs::write(p.join("new"), "new\n").expect("write through the mount");
+    });
+    assert_eq!(fs::read_to_string(root.join("u/new")).unwrap(), "new\n");
+    quiesced(|| send_signal(pid, Signal::TERM)).expect("SIGTERM");
+    assert!(
+        wait_pid_gone(pid, WAIT),
+        "daemon {pid} still running after SIGTERM"
+    );
+    assert!(
+        !is_fuse_mounted(&root.join("m")),
+        "still mounted after SIGTERM"
+    );
+}
+
+/// With `-f` there is no daemonizing: the process stays where it was started.
+#[test]
+fn foreground_keeps_the_callers_directory() {
+    let (_t, root) = two_lowers();
+    let m = Ovlfs::new(["l1", "l2"])
+        .current_dir(&root)
+        .mount(&root.join("m"));
+    assert_eq!(cwd_of(m.pid().expect("pid")), root);
+    assert_serves(&m);
 }

@@ -13,6 +13,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod unknown;
 mod validate;
 mod values;
 
@@ -77,7 +78,7 @@ pub struct Config {
     pub source: Option<String>,
     /// `-f`: stay in the foreground.
     pub foreground: bool,
-    /// `-d`: debug logging (implies foreground, as libfuse does).
+    /// `-d`, `-o debug` (both imply foreground, as in libfuse) or `--debug` (does not).
     pub debug: bool,
     pub whiteout: WhiteoutMode,
     /// `-o userxattr`: use `user.overlay.*` even with CAP_SYS_ADMIN.
@@ -144,6 +145,7 @@ directories with a writable upper directory at MERGED.
 flags:
   -f                   stay in the foreground
   -d                   debug logging (implies -f)
+  --debug              debug logging, without -f
   -s                   single-threaded (same as -o threads=1)
   -o OPTS              comma-separated mount options (repeatable; also -oOPTS)
   -h, --help           print this help and exit
@@ -192,12 +194,15 @@ fuse-overlayfs options:
 
 FUSE / mount options, passed to the kernel mount:
   allow_other, allow_root, default_permissions, auto_unmount, ro, rw, dev, nodev,
-  suid, nosuid, exec, noexec, atime, noatime, relatime, strictatime, nodiratime,
-  lazytime, sync, async, dirsync, nonempty, fsname=NAME, subtype=NAME, max_read=N,
-  blksize=N
+  suid, nosuid, exec, noexec, atime, noatime, relatime, strictatime, diratime,
+  nodiratime, lazytime, sync, async, dirsync, nonempty, fsname=NAME,
+  subtype=NAME (the mount shows as fuse.NAME), max_read=N;
+  blksize=N is accepted and ignored (only block-device FUSE mounts take it)
 
 fstab-only options (defaults, noauto, nofail, _netdev, user, users, x-*, ...) are
-dropped; other unknown options are ignored with a warning.
+dropped; other unknown options are ignored with a warning, except what looks like a
+typo (a near-miss of a known name, a name with spaces around it, an unknown *dir
+option) or like the rest of a path cut at an unescaped comma: those are errors.
 Unmount with `fusermount3 -u MERGED`.
 ";
 
@@ -244,6 +249,7 @@ const FUSE_FLAGS: &[&str] = &[
     "noatime",
     "relatime",
     "strictatime",
+    "diratime",
     "nodiratime",
     "lazytime",
     "sync",
@@ -287,6 +293,8 @@ struct Raw {
     positionals: Vec<OsString>,
     foreground: bool,
     debug: bool,
+    /// `--debug`: debug logging that, unlike `-d`, does not keep the process in front.
+    debug_in_background: bool,
     whiteout: WhiteoutMode,
     userxattr: bool,
     passthrough: PassthroughMode,
@@ -327,6 +335,7 @@ pub fn parse_args<I: IntoIterator<Item = OsString>>(args: I) -> Result<Action> {
             b"--" => only_positionals = true,
             b"-h" | b"--help" => return Ok(Action::Help),
             b"-V" | b"--version" => return Ok(Action::Version),
+            b"--debug" => raw.debug_in_background = true,
             b"-o" => match args.next() {
                 Some(opts) => parse_option_list(&mut raw, opts.as_bytes())?,
                 None => return Err(OptionsError::new("option -o needs an argument")),
@@ -363,14 +372,21 @@ const NO_VALUE: &[&str] = &[
     "debug",
 ];
 
-/// Parses one `-o` field (`name` or `name=value`).
-fn parse_option(raw: &mut Raw, field: &[u8]) -> Result<()> {
+/// Parses one `-o` field (`name` or `name=value`). `after_path` is the field before it in
+/// the same `-o` list, with the path it named, when it was a layer option.
+fn parse_option(raw: &mut Raw, field: &[u8], after_path: Option<&(&[u8], PathBuf)>) -> Result<()> {
     let (name_bytes, value) = match field.iter().position(|&c| c == b'=') {
         Some(i) => (&field[..i], Some(&field[i + 1..])),
         None => (field, None),
     };
     let whole = String::from_utf8_lossy(field).into_owned();
     let Ok(name) = std::str::from_utf8(name_bytes) else {
+        unknown::check(
+            field,
+            &String::from_utf8_lossy(name_bytes),
+            value,
+            after_path,
+        )?;
         raw.ignored_options.push(whole);
         return Ok(());
     };
@@ -507,11 +523,26 @@ fn parse_option(raw: &mut Raw, field: &[u8]) -> Result<()> {
             } else if v.is_empty() {
                 return Err(OptionsError::new(format_args!("{name} is empty")));
             }
-            raw.fuse_options.push(whole);
+            if name == "subtype"
+                && !v
+                    .iter()
+                    .all(|c| c.is_ascii_alphanumeric() || b"._-+".contains(c))
+            {
+                return Err(bad_value(name, v, "letters, digits, '.', '_', '-' and '+'"));
+            }
+            // The kernel takes blksize= only for block-device FUSE mounts (fuseblk).
+            if name == "blksize" {
+                raw.ignored_options.push(whole);
+            } else {
+                raw.fuse_options.push(whole);
+            }
         }
         _ if value.is_none() && FSTAB_ONLY.contains(&name) => {}
         _ if name.starts_with("x-") || name == "comment" => {}
-        _ => raw.ignored_options.push(whole),
+        _ => {
+            unknown::check(field, name, value, after_path)?;
+            raw.ignored_options.push(whole);
+        }
     }
     Ok(())
 }

@@ -318,6 +318,11 @@ fn flags() {
     assert!(c.foreground && c.debug);
     let c = config(&["-fd", "-o", &o, &m]);
     assert!(c.foreground && c.debug);
+    // As in fuse-overlayfs (libfuse): --debug logs but does not keep the process in front.
+    let c = config(&["--debug", "-o", &o, &m]);
+    assert!(!c.foreground && c.debug);
+    let c = config(&["-f", "--debug", "-o", &o, &m]);
+    assert!(c.foreground && c.debug);
     let c = config(&["-s", "-o", &o, &m]);
     assert_eq!(c.threads, Some(1));
     let c = config(&["-o", &o, "--", &m]);
@@ -462,17 +467,10 @@ fn fuse_options_pass_through() {
     let all = FUSE_FLAGS.join(",") + ",fsname=myfs,subtype=ovl,max_read=131072,blksize=4096";
     let c = cfg_extra(&all);
     let mut expected: Vec<String> = FUSE_FLAGS.iter().map(|s| s.to_string()).collect();
-    expected.extend(
-        [
-            "fsname=myfs",
-            "subtype=ovl",
-            "max_read=131072",
-            "blksize=4096",
-        ]
-        .map(String::from),
-    );
+    expected.extend(["fsname=myfs", "subtype=ovl", "max_read=131072"].map(String::from));
     assert_eq!(c.fuse_options, expected);
-    assert!(c.ignored_options.is_empty());
+    // Only block-device FUSE mounts take blksize=: ignored with a warning.
+    assert_eq!(c.ignored_options, ["blksize=4096"]);
     // `ro` with an upper is kept: the mount is read-only, the layers are still validated.
     let c = cfg_extra("ro");
     assert_eq!(c.fuse_options, vec!["ro".to_owned()]);
@@ -487,6 +485,144 @@ fn fuse_option_errors() {
     err_extra("blksize=-4", &["blksize"]);
     err_extra("fsname", &["fsname", "needs a value"]);
     err_extra("fsname=", &["fsname", "empty"]);
+    err_extra("subtype=", &["subtype", "empty"]);
+    for bad in ["a b", "a/b", r"a\,b", "a:b"] {
+        err_extra(&format!("subtype={bad}"), &["subtype"]);
+    }
+    assert_eq!(
+        cfg_extra("subtype=my-fs.2").fuse_options,
+        ["subtype=my-fs.2"]
+    );
+}
+
+// ---- unknown options ----
+
+#[test]
+fn unknown_options_are_ignored() {
+    // As fuse-overlayfs does ("unknown argument ignored"), with a warning at mount time.
+    let c = cfg_extra("volatile,bogus,max_threads=4,max_idle_threads=2,clone_fd,uid=0,index=off");
+    assert_eq!(
+        c.ignored_options,
+        [
+            "bogus",
+            "max_threads=4",
+            "max_idle_threads=2",
+            "clone_fd",
+            "uid=0",
+            "index=off"
+        ]
+    );
+    assert_eq!(c.threads, None);
+}
+
+#[test]
+fn typos_are_errors() {
+    let t = Tree::new();
+    let (l, u, w, m) = t.standard();
+    let cases: &[(String, &[&str])] = &[
+        (
+            format!("lowerdir={l},uperdir={u},workdir={w}"),
+            &["\"uperdir=", "did you mean \"upperdir\""],
+        ),
+        (
+            format!("lowerdirs={l}"),
+            &["\"lowerdirs=", "did you mean \"lowerdir\""],
+        ),
+        (
+            format!("lowerdir={l},Workdir={w},upperdir={u}"),
+            &["did you mean \"workdir\""],
+        ),
+        (
+            format!("lowerdir={l},upper_layer={u}"),
+            &["\"upper_layer=", "lowerdir=, upperdir= and workdir="],
+        ),
+        (
+            format!("lowerdir={l},datadir={u}"),
+            &["\"datadir=", "did you mean \"datadir+\""],
+        ),
+        (
+            format!("lowerdir={l}, upperdir={u}, workdir={w}"),
+            &["\" upperdir=", "spaces"],
+        ),
+        (
+            format!("lowerdir={l},upperdir ={u},workdir={w}"),
+            &["\"upperdir =", "spaces"],
+        ),
+        (
+            format!("lowerdir={l},,  ,upperdir={u},workdir={w}"),
+            &["\"  \"", "spaces"],
+        ),
+        (format!("lowerdir={l},=x"), &["\"=x\"", "no name"]),
+        (
+            format!("lowerdir={l},static_nlnk"),
+            &["did you mean \"static_nlink\""],
+        ),
+        (
+            format!("lowerdir={l},volatil"),
+            &["did you mean \"volatile\""],
+        ),
+        (
+            format!("lowerdir={l},squash_to_rot"),
+            &["did you mean \"squash_to_root\""],
+        ),
+        (format!("lowerdir={l},RO"), &["did you mean \"ro\""]),
+    ];
+    for (opts, needles) in cases {
+        err_contains(&["-o", opts, &m], needles);
+    }
+}
+
+#[test]
+fn unescaped_comma_in_a_path_is_an_error() {
+    let t = Tree::new();
+    let (l, _, w, m) = t.standard();
+    let u = t.dir("x/u,v");
+    let parent = t.path("x/u");
+    fs::create_dir_all(&parent).unwrap();
+    // The rest of the path after the comma, right after a path option.
+    let e = err_contains(
+        &["-o", &format!("lowerdir={l},upperdir={u},workdir={w}"), &m],
+        &["\"v\"", "after", "upperdir=", "\"\\,\""],
+    );
+    assert!(e.contains(&parent), "{e}");
+    err_contains(
+        &["-o", &format!("upperdir={u},workdir={w},lowerdir={l}"), &m],
+        &["\"v\""],
+    );
+    err_contains(
+        &["-o", &format!("lowerdir={l}:{u},upperdir={parent}"), &m],
+        &["\"v\""],
+    );
+    // A fragment holding a slash is part of a path wherever it is.
+    let deep = t.dir("y/a,b/c");
+    err_contains(
+        &["-o", &format!("volatile,lowerdir={deep}"), &m],
+        &["\"b/c\"", "part of a path"],
+    );
+    // Escaped, it works.
+    let c = config(&[
+        "-o",
+        &format!(
+            "lowerdir={l},upperdir={},workdir={w}",
+            u.replace(',', "\\,")
+        ),
+        &m,
+    ]);
+    assert_eq!(c.upperdir, Some(PathBuf::from(&u)));
+    // A known option after a path stays what it is; an unknown one with a value is ignored.
+    let c = config(&[
+        "-o",
+        &format!("lowerdir={l},upperdir={parent},volatile,workdir={w},xyz=1"),
+        &m,
+    ]);
+    assert!(c.volatile);
+    assert_eq!(c.ignored_options, ["xyz=1"]);
+    // Without such a path it is an unknown option, ignored as fuse-overlayfs does.
+    let c = config(&["-o", &format!("lowerdir={l},bogus"), &m]);
+    assert_eq!(c.ignored_options, ["bogus"]);
+    // Separate -o arguments are no commas.
+    let c = config(&["-o", &format!("lowerdir={l}"), "-o", "mystery", &m]);
+    assert_eq!(c.ignored_options, ["mystery"]);
 }
 
 // ---- layer validation ----

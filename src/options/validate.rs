@@ -13,9 +13,15 @@ pub(super) struct Dir {
     chain: Vec<(u64, u64)>,
 }
 
+/// Read and search access to a layer root; upper and work also need write access.
+const READ: u32 = (libc::R_OK | libc::X_OK) as u32;
+const WRITE: u32 = READ | libc::W_OK as u32;
+
 impl Dir {
-    /// Resolves `given` (relative to the cwd, symlinks followed) and checks it is a directory.
-    fn resolve(what: &str, given: &Path) -> Result<Dir> {
+    /// Resolves `given` (relative to the cwd, symlinks followed), checks it is a directory
+    /// and that the mounting user has `access` to it (`READ`, `WRITE` or 0 for no check):
+    /// a layer the daemon cannot read would mount and then fail every access.
+    fn resolve(what: &str, given: &Path, access: u32) -> Result<Dir> {
         let fail = |e: &io::Error| {
             OptionsError::new(format_args!(
                 "{what} {}: {}",
@@ -27,6 +33,20 @@ impl Dir {
         let meta = fs::metadata(&path).map_err(|e| fail(&e))?;
         if !meta.is_dir() {
             return Err(fail(&io::Error::from_raw_os_error(libc::ENOTDIR)));
+        }
+        if access != 0
+            && let Err(e) = crate::sys::access_path(&path, access)
+        {
+            let needs = if access == WRITE {
+                "read, write and search"
+            } else {
+                "read and search"
+            };
+            return Err(OptionsError::new(format_args!(
+                "{what} {}: {} (the mounting user needs {needs} access to it)",
+                quote_path(given),
+                errno_text(&e.into())
+            )));
         }
         let chain = path
             .ancestors()
@@ -102,19 +122,19 @@ pub(super) fn validate(raw: Raw) -> Result<Config> {
 
     let lowers = lowers
         .iter()
-        .map(|l| Dir::resolve("lowerdir", l))
+        .map(|l| Dir::resolve("lowerdir", l, READ))
         .collect::<Result<Vec<Dir>>>()?;
     let upper = raw
         .upper
         .as_deref()
-        .map(|u| Dir::resolve("upperdir", u))
+        .map(|u| Dir::resolve("upperdir", u, WRITE))
         .transpose()?;
     let work = raw
         .work
         .as_deref()
-        .map(|w| Dir::resolve("workdir", w))
+        .map(|w| Dir::resolve("workdir", w, WRITE))
         .transpose()?;
-    let mountpoint = Dir::resolve("mountpoint", Path::new(&mount_arg))?;
+    let mountpoint = Dir::resolve("mountpoint", Path::new(&mount_arg), 0)?;
 
     if let (Some(upper), Some(work)) = (&upper, &work) {
         if upper.same_as(work) {
@@ -179,6 +199,20 @@ pub(super) fn validate(raw: Raw) -> Result<Config> {
         }
     }
 
+    // fusermount3 (as root) decides whether to unmount by opening the mountpoint, which an
+    // owner-only mount refuses to root: fuser therefore refuses auto_unmount there.
+    let has = |name: &str| raw.fuse_options.iter().any(|o| o == name);
+    if has("auto_unmount")
+        && !has("allow_other")
+        && !has("allow_root")
+        && crate::sys::geteuid() != 0
+    {
+        return Err(OptionsError::new(
+            "option auto_unmount needs allow_other or allow_root (which /etc/fuse.conf must \
+             permit) when not mounting as root",
+        ));
+    }
+
     let mut threads = raw.threads;
     if threads.is_none() && (raw.single_threaded || raw.threaded == Some(false)) {
         threads = Some(1);
@@ -190,7 +224,7 @@ pub(super) fn validate(raw: Raw) -> Result<Config> {
         mountpoint: mountpoint.path,
         source,
         foreground: raw.foreground || raw.debug,
-        debug: raw.debug,
+        debug: raw.debug || raw.debug_in_background,
         whiteout: raw.whiteout,
         userxattr: raw.userxattr,
         passthrough: raw.passthrough,

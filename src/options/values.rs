@@ -84,10 +84,24 @@ pub(super) fn check_layer_count(count: usize) -> Result<()> {
 
 /// Parses one `-o` argument into `raw`.
 pub(super) fn parse_option_list(raw: &mut Raw, list: &[u8]) -> Result<()> {
+    let mut after_path = None;
     for field in split_option_list(list) {
-        parse_option(raw, field)?;
+        parse_option(raw, field, after_path.as_ref())?;
+        after_path = path_in(field).map(|path| (field, path));
     }
     Ok(())
+}
+
+/// The path a layer option names (the last one of a `lowerdir=` list), as parsed.
+fn path_in(field: &[u8]) -> Option<PathBuf> {
+    let i = field.iter().position(|&c| c == b'=')?;
+    let value = &field[i + 1..];
+    match &field[..i] {
+        b"lowerdir" => split_lowerdir(value).ok()?.pop(),
+        b"lowerdir+" => Some(path_of(value.to_vec())),
+        b"upperdir" | b"workdir" => Some(path_of(unescape(value))),
+        _ => None,
+    }
 }
 
 /// The value of an option, required to be UTF-8 (everything but paths).

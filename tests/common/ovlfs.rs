@@ -24,6 +24,8 @@ pub struct Ovlfs {
     pub wrapper: Vec<OsString>,
     /// The program to run instead of [`ovlfs_bin`] (e.g. fuse-overlayfs, to compare).
     pub bin: Option<PathBuf>,
+    /// The directory ovlfs starts in (relative layer paths are relative to it).
+    pub cwd: Option<PathBuf>,
 }
 
 /// Result of starting ovlfs without `-f`.
@@ -89,6 +91,12 @@ impl Ovlfs {
         self
     }
 
+    /// Start ovlfs in `dir`.
+    pub fn current_dir(mut self, dir: impl AsRef<Path>) -> Ovlfs {
+        self.cwd = Some(dir.as_ref().to_path_buf());
+        self
+    }
+
     /// The comma-separated `-o` string.
     pub fn opts_string(&self) -> String {
         let mut parts = Vec::new();
@@ -114,6 +122,9 @@ impl Ovlfs {
             }
             None => Command::new(self.program()),
         };
+        if let Some(dir) = &self.cwd {
+            c.current_dir(dir);
+        }
         if foreground {
             c.arg("-f");
         }
@@ -149,8 +160,22 @@ impl Ovlfs {
         };
         let deadline = Instant::now() + MOUNT_TIMEOUT;
         loop {
+            // The mount shows before the daemon serves (it clears the workdir in between):
+            // wait for an answer through it too.
             if is_fuse_mounted(&mnt) {
-                return Ok(guard);
+                if !answers(&mnt, deadline) {
+                    let err = guard.stderr.text(Duration::ZERO);
+                    drop(guard);
+                    return Err(format!(
+                        "{} mounted but did not answer within {MOUNT_TIMEOUT:?}; args {:?}; \
+                         stderr:\n{err}",
+                        mnt.display(),
+                        self.opts_string()
+                    ));
+                }
+                if is_fuse_mounted(&mnt) {
+                    return Ok(guard);
+                }
             }
             if let Some(ch) = guard.child.as_mut()
                 && let Ok(Some(st)) = ch.try_wait()
@@ -230,6 +255,25 @@ impl Ovlfs {
         }
         l.mount
     }
+}
+
+/// Whether a stat of the mount's root returns before `deadline` (whatever it returns). On
+/// timeout the connection is aborted so the stat, left on its thread, ends too.
+fn answers(mnt: &Path, deadline: Instant) -> bool {
+    let (tx, rx) = mpsc::channel();
+    let p = mnt.to_path_buf();
+    let _ = thread::Builder::new()
+        .name("mount-probe".into())
+        .spawn(move || {
+            let _ = tx.send(fs::symlink_metadata(&p).is_ok());
+        });
+    let answered = rx
+        .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        .is_ok();
+    if !answered {
+        let _ = abort_fuse_mount(mnt);
+    }
+    answered
 }
 
 /// A running ovlfs mount. Dropping it unmounts (fusermount3 -u, else umount -l), waits for the

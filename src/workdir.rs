@@ -1,0 +1,218 @@
+//! The workdir: one mount at a time, and clearing what a crash left in `WORKDIR/work`.
+//!
+//! A mount takes `flock(LOCK_EX | LOCK_NB)` on an fd of the workdir directory itself (not on a
+//! lock file: nothing is created, and no stale lock file can outlive a crash). The lock
+//! belongs to the open file description, so it lasts as long as the process serving the
+//! mount: the kernel drops it when that process exits, however it exits. It is taken in that
+//! process (after the daemon's fork), so `/proc/locks` names the daemon and a second mount
+//! can say which process holds the workdir.
+//!
+//! Nothing on disk changes before the mount succeeded: [`WorkdirLock::acquire`] only opens and
+//! locks; `work` is created and emptied by [`WorkdirLock::prepare`], which runs once the FUSE
+//! mount is live and before any request is served.
+
+use std::ffi::OsStr;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::overlay::Overlay;
+use crate::sys::{self, Errno};
+
+/// `WORKDIR/work`, prepared, with the workdir lock that keeps other mounts out of it.
+#[derive(Debug)]
+pub struct Work {
+    dir: OwnedFd,
+    _lock: OwnedFd,
+}
+
+impl Work {
+    /// The `O_PATH` fd of `WORKDIR/work`, where temp objects are built.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.dir.as_fd()
+    }
+}
+
+/// How long a mount waits for the workdir before calling it busy: a daemon whose mount was
+/// just unmounted (`fusermount3 -u`) holds it until it has exited, a moment later, and
+/// callers remount right away.
+const HANDOVER: Duration = Duration::from_secs(2);
+
+/// The locked workdir, before `work` is prepared.
+#[derive(Debug)]
+pub(crate) struct WorkdirLock {
+    root: OwnedFd,
+    path: PathBuf,
+}
+
+impl WorkdirLock {
+    /// Locks `workdir` for this process. Changes nothing on disk. Fails (with the holder's pid
+    /// when it can be found) when another mount still holds it after [`HANDOVER`]. A
+    /// filesystem that cannot lock at all only gets a warning: refusing to mount there would
+    /// be worse.
+    pub(crate) fn acquire(workdir: &Path) -> io::Result<WorkdirLock> {
+        let shown = format!("{:?}", workdir.display().to_string());
+        let root = sys::open_dir(workdir).map_err(|e| {
+            io::Error::new(io::Error::from(e).kind(), format!("workdir {shown}: {e}"))
+        })?;
+        let start = Instant::now();
+        let mut locked = sys::try_lock_exclusive(root.as_fd());
+        while locked == Err(Errno::WOULDBLOCK) && start.elapsed() < HANDOVER {
+            std::thread::sleep(Duration::from_millis(10));
+            locked = sys::try_lock_exclusive(root.as_fd());
+        }
+        match locked {
+            Ok(()) => {}
+            Err(Errno::WOULDBLOCK) => {
+                let holder = match holder_pid(workdir) {
+                    Some(pid) => format!(" (pid {pid})"),
+                    None => String::new(),
+                };
+                return Err(io::Error::new(
+                    io::ErrorKind::ResourceBusy,
+                    format!("workdir {shown} is in use by another mount{holder}"),
+                ));
+            }
+            Err(e) => log::warn!(
+                "cannot lock workdir {shown} ({e}): a second mount on it would not be refused"
+            ),
+        }
+        Ok(WorkdirLock {
+            root,
+            path: workdir.to_owned(),
+        })
+    }
+
+    /// Opens `WORKDIR/work` (creating it as the kernel does) and removes the temp objects a
+    /// crashed mount left there; no other mount can be using them, this one holds the lock.
+    pub(crate) fn prepare(self) -> io::Result<Work> {
+        let fail = |e: Errno| {
+            io::Error::new(
+                io::Error::from(e).kind(),
+                format!(
+                    "workdir {:?}: {e}",
+                    self.path.join("work").display().to_string()
+                ),
+            )
+        };
+        let work = OsStr::new("work");
+        match sys::mkdir_at(self.root.as_fd(), work, 0o700) {
+            Ok(()) | Err(Errno::EXIST) => {}
+            Err(e) => return Err(fail(e)),
+        }
+        let dir = sys::open_path_at(self.root.as_fd(), work).map_err(fail)?;
+        sys::remove_tree_contents(dir.as_fd()).map_err(fail)?;
+        Ok(Work {
+            dir,
+            _lock: self.root,
+        })
+    }
+}
+
+/// Locks and prepares the workdir of an overlay used without a mount (benchmarks, tools).
+pub fn attach(overlay: &Overlay, workdir: &Path) -> io::Result<()> {
+    let work = WorkdirLock::acquire(workdir)?.prepare()?;
+    overlay
+        .work
+        .set(work)
+        .map_err(|_| io::Error::new(io::ErrorKind::AlreadyExists, "workdir already attached"))
+}
+
+/// The pid holding a `flock` on `path`, from `/proc/locks` (`N: FLOCK ADVISORY WRITE PID
+/// MAJ:MIN:INO ...`, device numbers in hex).
+fn holder_pid(path: &Path) -> Option<u32> {
+    let meta = std::fs::metadata(path).ok()?;
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    holder_in(&locks, sys::major_minor(meta.dev()), meta.ino())
+}
+
+fn holder_in(locks: &str, (major, minor): (u32, u32), ino: u64) -> Option<u32> {
+    let mut same_ino = Vec::new();
+    for line in locks.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        // Waiters are listed as `N: -> FLOCK ...`; we never wait, but others may.
+        if f.len() < 6 || f[1] != "FLOCK" || f[3] != "WRITE" {
+            continue;
+        }
+        let Some(pid) = f[4].parse::<u32>().ok().filter(|&p| p > 0) else {
+            continue;
+        };
+        let mut id = f[5].split(':');
+        let (Some(maj), Some(min), Some(i)) = (id.next(), id.next(), id.next()) else {
+            continue;
+        };
+        if i.parse::<u64>().ok() != Some(ino) {
+            continue;
+        }
+        let dev = (
+            u32::from_str_radix(maj, 16).ok(),
+            u32::from_str_radix(min, 16).ok(),
+        );
+        if dev == (Some(major), Some(minor)) {
+            return Some(pid);
+        }
+        same_ino.push(pid);
+    }
+    // Some filesystems (btrfs subvolumes) report another device in stat than in /proc/locks.
+    match same_ino.as_slice() {
+        [pid] => Some(*pid),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn holder_from_proc_locks() {
+        let locks = "\
+1: POSIX  ADVISORY  WRITE 300 00:2a:77 0 EOF
+2: FLOCK  ADVISORY  WRITE 1234 fd:01:77 0 EOF
+2: -> FLOCK  ADVISORY  WRITE 999 fd:01:77 0 EOF
+3: FLOCK  ADVISORY  READ 555 00:2a:88 0 EOF
+4: FLOCK  ADVISORY  WRITE 4321 00:2a:77 0 EOF
+";
+        assert_eq!(holder_in(locks, (0, 0x2a), 77), Some(4321));
+        assert_eq!(holder_in(locks, (0xfd, 1), 77), Some(1234));
+        // Only a shared lock on that inode, or nothing: unknown.
+        assert_eq!(holder_in(locks, (0, 0x2a), 88), None);
+        assert_eq!(holder_in(locks, (0, 0x2a), 5), None);
+        // Device mismatch (btrfs): one writer on that inode number is taken, two are not.
+        assert_eq!(holder_in(locks, (0, 0x30), 77), None);
+        let one = "2: FLOCK  ADVISORY  WRITE 1234 00:31:77 0 EOF\n";
+        assert_eq!(holder_in(one, (0, 0x30), 77), Some(1234));
+    }
+
+    #[test]
+    fn second_lock_is_refused_and_nothing_is_created() {
+        let t = tempfile::tempdir().unwrap();
+        let first = WorkdirLock::acquire(t.path()).unwrap();
+        let e = WorkdirLock::acquire(t.path()).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::ResourceBusy);
+        let text = e.to_string();
+        assert!(text.contains("in use by another mount"), "{text}");
+        assert!(
+            text.contains(&format!("(pid {})", std::process::id())),
+            "{text}"
+        );
+        assert!(!t.path().join("work").exists());
+        let work = first.prepare().unwrap();
+        assert!(t.path().join("work").is_dir());
+        // Still held by `work`; released with it.
+        assert!(WorkdirLock::acquire(t.path()).is_err());
+        drop(work);
+        WorkdirLock::acquire(t.path()).unwrap();
+    }
+
+    #[test]
+    fn prepare_removes_stale_temp_objects() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(t.path().join("work/#ovlfs.1.2/sub")).unwrap();
+        std::fs::write(t.path().join("work/#ovlfs.1.3"), b"partial").unwrap();
+        let _work = WorkdirLock::acquire(t.path()).unwrap().prepare().unwrap();
+        assert_eq!(std::fs::read_dir(t.path().join("work")).unwrap().count(), 0);
+    }
+}
