@@ -113,7 +113,7 @@ impl Site {
             other => panic!("unexpected {other:?}"),
         };
         let ov = Overlay::new(&config).expect("overlay");
-        ovlfs::workdir::attach(&ov, &work).expect("workdir");
+        ov.attach_workdir(&work).expect("workdir");
         let attr = ov.lookup(ROOT_ID, OsStr::new(name)).expect("lookup");
         let node = ov.node(attr.ino.0).expect("node");
         (ov, node, run)

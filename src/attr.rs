@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use fuser::{FileAttr, TimeOrNow};
 use rustix::fs::OFlags;
 
-use crate::file::Handle;
+use crate::handles::Handle;
 use crate::overlay::Overlay;
 use crate::stat_override;
 use crate::sys::{self, Errno, SysResult, TimeSpec};
@@ -21,7 +21,7 @@ pub struct AttrChanges {
     pub atime: Option<TimeOrNow>,
     pub mtime: Option<TimeOrNow>,
     pub fh: Option<u64>,
-    pub caller: Option<crate::killpriv::Caller>,
+    pub caller: Option<crate::request::Caller>,
 }
 
 fn time_spec(t: Option<TimeOrNow>) -> TimeSpec {

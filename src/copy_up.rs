@@ -1,14 +1,13 @@
-//! Copy-up (DESIGN §4): bringing a lower object into the upper layer before it changes.
+//! Copy-up (the kernel's copy_up.c): bringing a lower object into the upper layer before it changes.
 //!
 //! The object is built under a temp name in `WORKDIR/work` (data, xattrs, owner, mode, times),
 //! synced, then renamed into the upper in one step: a crash leaves either nothing or the whole
 //! object in the upper, and the temp leftovers are removed at the next mount.
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use rustix::fs::OFlags;
 
@@ -16,16 +15,9 @@ use crate::inode::Node;
 use crate::lookup::LayerObject;
 use crate::overlay::Overlay;
 use crate::stat_override;
-use crate::sys::{self, Errno, RenameFlags, Stat, SysResult};
+use crate::sys::{self, Errno, Stat, SysResult};
 use crate::whiteout;
-
-static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// A fresh name for a temp object in the workdir.
-pub fn temp_name() -> OsString {
-    let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-    OsString::from(format!("#ovlfs.{}.{n}", std::process::id()))
-}
+use crate::workdir::{DirTimes, Publish, Staged};
 
 /// Copies every xattr but the overlay-private ones (and, with `skip_stat_xattrs`, the
 /// owner-and-mode xattrs, which the caller rewrites). Attributes the upper filesystem or our
@@ -112,11 +104,6 @@ fn copy_range(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, mut start: u64, end: u64
 }
 
 impl Overlay {
-    /// `WORKDIR/work`, or EROFS on a read-only mount.
-    pub fn work_fd(&self) -> SysResult<BorrowedFd<'_>> {
-        self.work.get().map(|w| w.fd()).ok_or(Errno::ROFS)
-    }
-
     /// Makes sure `node` lives in the upper layer, copying up its parent chain first.
     pub fn copy_up(&self, node: &Arc<Node>) -> SysResult<()> {
         if self.read_only() {
@@ -204,19 +191,11 @@ impl Overlay {
         name: &OsStr,
         ino: u64,
     ) -> SysResult<OwnedFd> {
-        let work = self.work_fd()?;
-        let tmp = temp_name();
+        let staged = Staged::new(self.work_fd()?);
+        self.build_copy(src, src_layer, st, staged.work(), staged.name(), ino)?;
         // A copy-up changes nothing users can see in the parent: keep its times (as the
         // kernel does), which the rename into it would otherwise move.
-        let parent_times = sys::stat_fd(upper_dir)?;
-        let result = self
-            .build_copy(src, src_layer, st, work, &tmp, ino)
-            .and_then(|()| sys::rename_at(work, &tmp, upper_dir, name, RenameFlags::NOREPLACE));
-        if let Err(e) = result {
-            let _ = remove_any(work, &tmp);
-            return Err(e);
-        }
-        restore_times(upper_dir, &parent_times);
+        staged.publish(upper_dir, name, Publish::NoReplace, DirTimes::Keep)?;
         sys::open_path_at(upper_dir, name)
     }
 
@@ -294,26 +273,5 @@ impl Overlay {
         if let Err(e) = sys::set_xattr(fd, OsStr::new(name), ino.to_string().as_bytes(), 0) {
             log::debug!("cannot record origin inode: {e}");
         }
-    }
-}
-
-/// Puts back the atime/mtime of a directory (from an earlier stat).
-pub fn restore_times(dir: BorrowedFd<'_>, st: &Stat) {
-    let atime = Some(Some((st.st_atime, st.st_atime_nsec as i64)));
-    let mtime = Some(Some((st.st_mtime, st.st_mtime_nsec as i64)));
-    if let Err(e) = sys::utimens_fd(dir, atime, mtime) {
-        log::debug!("cannot restore directory times: {e}");
-    }
-}
-
-/// Removes a temp object of any type (a directory with its contents).
-pub fn remove_any(dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<()> {
-    match sys::unlink_at(dir, name) {
-        Err(Errno::ISDIR) | Err(Errno::PERM) => {
-            let sub = sys::open_at(dir, name, OFlags::RDONLY | OFlags::DIRECTORY, 0)?;
-            sys::remove_tree_contents(sub.as_fd())?;
-            sys::rmdir_at(dir, name)
-        }
-        other => other,
     }
 }

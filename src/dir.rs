@@ -8,25 +8,16 @@ use std::sync::Arc;
 use fuser::FileAttr;
 use rustix::fs::OFlags;
 
-use crate::copy_up::{remove_any, temp_name};
+use crate::config::WhiteoutMode;
 use crate::inode::{Node, NodeState};
 use crate::lookup::{self, Resolved};
-use crate::options::WhiteoutMode;
 use crate::overlay::Overlay;
 use crate::readdir;
+use crate::request::{Caller, NewObject};
 use crate::stat_override;
 use crate::sys::{self, Errno, RenameFlags, SysResult};
 use crate::whiteout::{self, WhiteoutForm};
-
-/// What to create.
-pub enum NewObject<'a> {
-    File { mode: u32, flags: i32 },
-    Dir { mode: u32 },
-    Special { mode: u32, rdev: u64 },
-    Symlink { target: &'a OsStr },
-}
-
-pub use crate::killpriv::Caller;
+use crate::workdir::{DirTimes, Publish, Staged, remove_any, restore_times};
 
 impl Overlay {
     /// Copies `node` up and returns a duplicate of its upper fd (no lock held afterwards).
@@ -120,8 +111,8 @@ impl Overlay {
             return Err(Errno::INVAL);
         }
         let upper_dir = self.upper_fd_of(&parent_node)?;
-        let work = self.work_fd()?;
-        let tmp = temp_name();
+        let staged = Staged::new(self.work_fd()?);
+        let (work, tmp) = (staged.work(), staged.name());
         let (uid, gid, setgid_dir) = self.new_owner(caller, upper_dir.as_fd())?;
         // Where the owner and mode live in an xattr, the real ones only let the daemon in.
         let stat_xattr = self
@@ -143,7 +134,7 @@ impl Overlay {
                 }
                 let fd = sys::open_at(
                     work,
-                    &tmp,
+                    tmp,
                     oflags | OFlags::CREATE | OFlags::EXCL,
                     real_perm(mode),
                 )?;
@@ -156,16 +147,16 @@ impl Overlay {
                 } else {
                     mode
                 };
-                sys::mkdir_at(work, &tmp, real_perm(mode)).map(|()| None)
+                sys::mkdir_at(work, tmp, real_perm(mode)).map(|()| None)
             }
             NewObject::Special { mode, rdev } => {
                 if mode & libc::S_IFMT == libc::S_IFCHR && rdev == 0 {
                     // A 0/0 device would read back as a whiteout: refuse, as the kernel does.
                     return Err(Errno::PERM);
                 }
-                sys::mknod_at(work, &tmp, mode, rdev).map(|()| None)
+                sys::mknod_at(work, tmp, mode, rdev).map(|()| None)
             }
-            NewObject::Symlink { target } => sys::symlink_at(target, work, &tmp).map(|()| None),
+            NewObject::Symlink { target } => sys::symlink_at(target, work, tmp).map(|()| None),
         })();
         let fd = built?;
         let finish = (|| {
@@ -182,23 +173,21 @@ impl Overlay {
                     perm: mode.unwrap_or(0) & 0o7777,
                     rest: None,
                 };
-                let copy = sys::open_path_at(work, &tmp)?;
+                let copy = sys::open_path_at(work, tmp)?;
                 stat_override::write(copy.as_fd(), xattr, &value)?;
             } else {
-                sys::chown_at(work, &tmp, Some(uid), Some(gid))?;
+                sys::chown_at(work, tmp, Some(uid), Some(gid))?;
                 // chown clears setuid/setgid: set the full mode again.
                 if let Some(mode) = mode.filter(|m| m & 0o7000 != 0) {
-                    let copy = sys::open_path_at(work, &tmp)?;
+                    let copy = sys::open_path_at(work, tmp)?;
                     sys::chmod_fd(copy.as_fd(), mode)?;
                 }
             }
-            let parent_merges = self.has_lower_part(&parent_node);
-            self.install(work, &tmp, upper_dir.as_fd(), name, is_dir, parent_merges)
+            Ok(())
         })();
-        if let Err(e) = finish {
-            let _ = remove_any(work, &tmp);
-            return Err(e);
-        }
+        finish?;
+        let parent_merges = self.has_lower_part(&parent_node);
+        self.install(staged, upper_dir.as_fd(), name, is_dir, parent_merges)?;
         let attr = self.new_node(&parent_node, upper_dir.as_fd(), name)?;
         Ok((attr, fd))
     }
@@ -236,8 +225,7 @@ impl Overlay {
     /// through it, so later lookups need not visit the lower layers.
     fn install(
         &self,
-        work: BorrowedFd<'_>,
-        tmp: &OsStr,
+        staged: Staged<'_>,
         upper_dir: BorrowedFd<'_>,
         name: &OsStr,
         is_dir: bool,
@@ -251,15 +239,15 @@ impl Overlay {
         };
         let aufs = whiteout::has_aufs_whiteout(upper_dir, name);
         if is_dir && (replaces_whiteout || aufs || parent_merges) {
-            let fd = sys::open_path_at(work, tmp)?;
+            let fd = sys::open_path_at(staged.work(), staged.name())?;
             whiteout::set_opaque(self.xattr_ns, fd.as_fd())?;
         }
-        if replaces_whiteout {
-            sys::rename_at(work, tmp, upper_dir, name, RenameFlags::EXCHANGE)?;
-            let _ = sys::unlink_at(work, tmp);
+        let how = if replaces_whiteout {
+            Publish::Exchange
         } else {
-            sys::rename_at(work, tmp, upper_dir, name, RenameFlags::NOREPLACE)?;
-        }
+            Publish::NoReplace
+        };
+        staged.publish(upper_dir, name, how, DirTimes::Update)?;
         if aufs {
             let _ = sys::unlink_at(upper_dir, &whiteout::aufs_whiteout_name(name));
         }
@@ -281,13 +269,9 @@ impl Overlay {
         }
         let source = self.upper_fd_of(&node)?;
         let upper_dir = self.upper_fd_of(&parent_node)?;
-        let work = self.work_fd()?;
-        let tmp = temp_name();
-        sys::link_fd_at(source.as_fd(), work, &tmp)?;
-        if let Err(e) = self.install(work, &tmp, upper_dir.as_fd(), newname, false, false) {
-            let _ = sys::unlink_at(work, &tmp);
-            return Err(e);
-        }
+        let staged = Staged::new(self.work_fd()?);
+        sys::link_fd_at(source.as_fd(), staged.work(), staged.name())?;
+        self.install(staged, upper_dir.as_fd(), newname, false, false)?;
         self.lookup(newparent, newname)
     }
 
@@ -362,27 +346,20 @@ impl Overlay {
                 sys::open_at(upper_dir, &whiteout::aufs_whiteout_name(name), flags, 0o600)?;
                 return Ok(());
             }
-            let tmp = temp_name();
-            if let Err(e) = whiteout::make_whiteout(form, self.xattr_ns, work, &tmp) {
+            let staged = Staged::new(work);
+            if let Err(e) = whiteout::make_whiteout(form, self.xattr_ns, work, staged.name()) {
                 last = e;
                 continue;
             }
             if form == WhiteoutForm::Xattr {
                 whiteout::mark_may_hold_xattr_whiteouts(self.xattr_ns, upper_dir)?;
             }
-            let placed = if existing {
-                sys::rename_at(work, &tmp, upper_dir, name, RenameFlags::EXCHANGE)
+            let how = if existing {
+                Publish::Exchange
             } else {
-                sys::rename_at(work, &tmp, upper_dir, name, RenameFlags::NOREPLACE)
+                Publish::NoReplace
             };
-            if let Err(e) = placed {
-                let _ = sys::unlink_at(work, &tmp);
-                return Err(e);
-            }
-            if existing {
-                // After the exchange the old object sits under the temp name: drop it.
-                remove_any(work, &tmp)?;
-            }
+            staged.publish(upper_dir, name, how, DirTimes::Update)?;
             return Ok(());
         }
         Err(last)
@@ -417,7 +394,7 @@ impl Overlay {
         // that merges nothing as it is on disk.
         whiteout::remove_whiteouts(upper)?;
         whiteout::set_opaque(self.xattr_ns, upper)?;
-        crate::copy_up::restore_times(upper, &times);
+        restore_times(upper, &times);
         state.objects.truncate(1);
         Ok(())
     }

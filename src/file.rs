@@ -1,120 +1,22 @@
 //! Open file and directory handles (the kernel's file.c and the handle side of readdir.c).
 
-use std::collections::HashMap;
 use std::ffi::OsString;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use rustix::fs::OFlags;
 
+use crate::handles::{DataPath, DirHandle, FileHandle, Handle, MakeBacking, Opened, file_handle};
 use crate::inode::Node;
-use crate::killpriv::{self, Caller};
+use crate::killpriv;
 use crate::overlay::Overlay;
-use crate::passthrough::{DataPath, MakeBacking};
+use crate::request::Caller;
 
 /// Largest read buffer a thread keeps between requests (readahead asks for 128 KiB).
 const MAX_KEPT_READ_BUF: usize = 1 << 20;
 use crate::readdir::{self, MergedEntry};
 use crate::sys::{self, Errno, SysResult};
-
-const SHARDS: usize = 16;
-
-/// An open file: the real fd of the layer object that was on top when it was opened.
-#[derive(Debug)]
-pub struct FileHandle {
-    pub node: Arc<Node>,
-    /// Layer the fd belongs to (a lower one for read-only opens before copy-up).
-    pub layer: usize,
-    pub fd: OwnedFd,
-    /// Passthrough keeps the backing id registered while the file is open.
-    pub data_path: DataPath,
-    /// The first write drops setgid (see [`crate::killpriv`]).
-    pub clear_sgid: AtomicBool,
-}
-
-/// What `open` and `create` give the dispatcher to reply with.
-pub struct Opened {
-    pub fh: u64,
-    pub backing: Option<Arc<fuser::BackingId>>,
-    /// The handle cannot read (a write-only open the daemon could not widen): the kernel
-    /// must not use the page cache for it, or a partial-page write would read through it.
-    pub direct_io: bool,
-}
-
-/// An open directory: its merged listing, taken at opendir (POSIX allows a snapshot).
-#[derive(Debug)]
-pub struct DirHandle {
-    pub node: Arc<Node>,
-    /// Built on the first readdir: with the kernel's directory cache (FOPEN_CACHE_DIR) most
-    /// opendirs are never followed by one.
-    entries: Mutex<Option<Arc<Vec<MergedEntry>>>>,
-}
-
-#[derive(Debug)]
-pub enum Handle {
-    File(FileHandle),
-    Dir(Arc<DirHandle>),
-}
-
-/// Handle number → handle, sharded so concurrent reads never contend on one lock.
-#[derive(Debug)]
-pub struct HandleTable {
-    shards: Vec<RwLock<HashMap<u64, Arc<Handle>>>>,
-    next: AtomicU64,
-}
-
-impl Default for HandleTable {
-    fn default() -> Self {
-        HandleTable {
-            shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
-            next: AtomicU64::new(1),
-        }
-    }
-}
-
-impl HandleTable {
-    pub fn insert(&self, handle: Handle) -> u64 {
-        let fh = self.next.fetch_add(1, Ordering::Relaxed);
-        let mut shard = self.shards[fh as usize % SHARDS]
-            .write()
-            .unwrap_or_else(|e| e.into_inner());
-        shard.insert(fh, Arc::new(handle));
-        fh
-    }
-
-    pub fn get(&self, fh: u64) -> SysResult<Arc<Handle>> {
-        let shard = self.shards[fh as usize % SHARDS]
-            .read()
-            .unwrap_or_else(|e| e.into_inner());
-        shard.get(&fh).cloned().ok_or(Errno::BADF)
-    }
-
-    pub fn remove(&self, fh: u64) -> Option<Arc<Handle>> {
-        let mut shard = self.shards[fh as usize % SHARDS]
-            .write()
-            .unwrap_or_else(|e| e.into_inner());
-        shard.remove(&fh)
-    }
-
-    pub fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.read().unwrap_or_else(|e| e.into_inner()).len())
-            .sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-fn file_handle(handle: &Handle) -> SysResult<&FileHandle> {
-    match handle {
-        Handle::File(f) => Ok(f),
-        Handle::Dir(_) => Err(Errno::ISDIR),
-    }
-}
 
 fn wants_write(flags: i32) -> bool {
     let acc = flags & libc::O_ACCMODE;
@@ -130,9 +32,9 @@ impl Overlay {
         caller: Caller,
         make_backing: MakeBacking<'_>,
     ) -> SysResult<Opened> {
-        crate::reclaim::throttle();
+        crate::fdbudget::throttle();
         // Safe to repeat: a copy-up is complete or not done at all.
-        crate::reclaim::retry_on_emfile(|| self.open_file(id, flags, caller, make_backing))
+        crate::fdbudget::retry_on_emfile(|| self.open_file(id, flags, caller, make_backing))
     }
 
     fn open_file(
@@ -394,10 +296,10 @@ impl Overlay {
         name: &std::ffi::OsStr,
         mode: u32,
         flags: i32,
-        caller: crate::dir::Caller,
+        caller: Caller,
         make_backing: MakeBacking<'_>,
     ) -> SysResult<(fuser::FileAttr, Opened)> {
-        let object = crate::dir::NewObject::File { mode, flags };
+        let object = crate::request::NewObject::File { mode, flags };
         let (attr, fd) = self.create_object(parent, name, object, caller)?;
         let node = self.node(attr.ino.0)?;
         let fd = fd.ok_or(Errno::IO)?;

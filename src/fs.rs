@@ -19,10 +19,10 @@ use fuser::{
 };
 
 use crate::attr::AttrChanges;
-use crate::dir::{Caller, NewObject};
-use crate::file::{DirHandle, Opened};
+use crate::handles::{DirHandle, Opened};
 use crate::overlay::{Overlay, fuse_file_type};
 use crate::readdir::MergedEntry;
+use crate::request::{Caller, NewObject};
 use crate::sys;
 use crate::xattrs::XattrReply;
 

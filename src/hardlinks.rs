@@ -6,66 +6,15 @@
 //! Finding the other names needs the layer's (inode → paths) map of multi-link files. It is
 //! built once per layer, on the first such copy-up, by one walk of that layer.
 
-use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use rustix::fs::OFlags;
-
-use crate::copy_up::temp_name;
 use crate::inode::{Node, ROOT_ID};
 use crate::overlay::Overlay;
-use crate::sys::{self, Errno, RenameFlags, SysResult};
-
-/// Paths (from the layer root, components joined by `/`) of each multi-link inode.
-pub type LinkMap = HashMap<u64, Vec<OsString>>;
-
-#[derive(Debug, Default)]
-pub struct HardlinkIndex {
-    layers: Mutex<HashMap<usize, Arc<LinkMap>>>,
-}
-
-impl HardlinkIndex {
-    fn get_or_build(&self, layer: usize, root: BorrowedFd<'_>) -> Arc<LinkMap> {
-        let mut layers = self.layers.lock().unwrap_or_else(|e| e.into_inner());
-        layers
-            .entry(layer)
-            .or_insert_with(|| {
-                let mut map = LinkMap::new();
-                if let Err(e) = walk(root, &mut Vec::new(), &mut map) {
-                    log::warn!("indexing hard links of layer {layer}: {e}");
-                }
-                map.retain(|_, paths| paths.len() > 1);
-                Arc::new(map)
-            })
-            .clone()
-    }
-}
-
-fn walk(dir: BorrowedFd<'_>, prefix: &mut Vec<u8>, map: &mut LinkMap) -> SysResult<()> {
-    for entry in sys::read_dir(dir)? {
-        let len = prefix.len();
-        if !prefix.is_empty() {
-            prefix.push(b'/');
-        }
-        prefix.extend_from_slice(entry.name.as_bytes());
-        if entry.file_type == rustix::fs::FileType::Directory {
-            if let Ok(sub) = sys::open_at(dir, &entry.name, OFlags::RDONLY | OFlags::DIRECTORY, 0) {
-                walk(sub.as_fd(), prefix, map)?;
-            }
-        } else if let Ok(st) = sys::stat_at(dir, &entry.name)
-            && st.st_nlink > 1
-        {
-            map.entry(st.st_ino)
-                .or_default()
-                .push(OsStr::from_bytes(prefix).to_owned());
-        }
-        prefix.truncate(len);
-    }
-    Ok(())
-}
+use crate::sys::{self, Errno, SysResult};
+use crate::workdir::{DirTimes, Publish, Staged};
 
 impl Overlay {
     /// After `upper_file` was made the copy of lower object (`layer`, `ino`), links it at
@@ -132,16 +81,10 @@ impl Overlay {
         }
         self.copy_up(&dir)?;
         let upper_dir = dir.read().top().fd.owned_clone()?;
-        let work = self.work_fd()?;
-        let tmp = temp_name();
-        sys::link_fd_at(upper_file, work, &tmp)?;
-        let parent_times = sys::stat_fd(upper_dir.as_fd())?;
-        if let Err(e) = sys::rename_at(work, &tmp, upper_dir.as_fd(), name, RenameFlags::NOREPLACE)
-        {
-            let _ = sys::unlink_at(work, &tmp);
-            return Err(e);
-        }
-        crate::copy_up::restore_times(upper_dir.as_fd(), &parent_times);
+        let staged = Staged::new(self.work_fd()?);
+        sys::link_fd_at(upper_file, staged.work(), staged.name())?;
+        // Another name of an object already up: nothing changes in that directory's view.
+        staged.publish(upper_dir.as_fd(), name, Publish::NoReplace, DirTimes::Keep)?;
         Ok(())
     }
 }

@@ -8,7 +8,7 @@
 //! ranges overlap, the last one given wins, as in fuse-overlayfs. An on-disk id outside every
 //! range shows as the kernel's overflow id.
 
-use crate::options::{Config, IdRange};
+use crate::config::{Config, IdRange};
 
 /// The overflow ids when `/proc/sys/kernel/overflow{u,g}id` cannot be read.
 const DEFAULT_OVERFLOW_ID: u32 = 65534;

@@ -9,10 +9,21 @@ use std::collections::HashMap;
 use std::ffi::OsString;
 use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
+
+use fuser::BackingId;
 
 use crate::lookup::{FdRef, LayerObject};
 use crate::sys::SysResult;
+
+/// A node's open files, as far as the kernel's I/O mode rules care.
+#[derive(Debug, Default)]
+pub struct NodeIo {
+    pub(crate) cached_opens: u32,
+    pub(crate) backing: Weak<BackingId>,
+}
+
+pub type NodeIoLock = Mutex<NodeIo>;
 
 pub const ROOT_ID: u64 = 1;
 const SHARDS: usize = 32;
@@ -55,11 +66,11 @@ pub struct Node {
     /// `S_IFMT` bits of the node; a name never changes type while it is the same node.
     pub file_type: u32,
     lookups: AtomicU64,
-    /// Reclaim epoch of the last lookup (see [`crate::reclaim`]).
+    /// Reclaim epoch of the last lookup (see [`crate::fdbudget::epoch`]).
     last_used: AtomicU32,
     state: RwLock<NodeState>,
-    /// Open files of this node, for the data-path rules of [`crate::passthrough`].
-    pub io: crate::passthrough::NodeIoLock,
+    /// Open files of this node, for the kernel's one-I/O-mode-per-inode rule.
+    pub io: NodeIoLock,
 }
 
 impl Node {
@@ -164,7 +175,7 @@ impl InodeTable {
         {
             node.lookups.fetch_add(1, Ordering::AcqRel);
             node.last_used
-                .store(crate::reclaim::epoch(), Ordering::Relaxed);
+                .store(crate::fdbudget::epoch(), Ordering::Relaxed);
             return node.clone();
         }
         let node = Arc::new(Node {
@@ -172,7 +183,7 @@ impl InodeTable {
             ino,
             file_type,
             lookups: AtomicU64::new(1),
-            last_used: AtomicU32::new(crate::reclaim::epoch()),
+            last_used: AtomicU32::new(crate::fdbudget::epoch()),
             state: RwLock::new(state),
             io: Default::default(),
         });

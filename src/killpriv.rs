@@ -2,15 +2,8 @@
 //! group writes to or truncates a setgid file without group-execute. (The kernel's FUSE side
 //! clears setuid, and setgid with group-execute, itself; this case it leaves to the server.)
 
+use crate::request::Caller;
 use crate::sys::{self, Stat};
-
-/// Who sent a request, as FUSE reports it.
-#[derive(Debug, Clone, Copy)]
-pub struct Caller {
-    pub pid: u32,
-    pub uid: u32,
-    pub gid: u32,
-}
 
 /// Whether a write or truncate by `caller` must clear the setgid bit of a file with `st`.
 pub fn must_clear_sgid(caller: Caller, st: &Stat) -> bool {

@@ -15,7 +15,7 @@ pub struct Layer {
     pub root: std::sync::Arc<OwnedFd>,
     /// st_dev of the root; objects of this layer are reported with inode numbers built from it.
     pub dev: u64,
-    /// Small index of `dev` among the distinct devices of all layers (see [`crate::inode`]).
+    /// Small index of `dev` among the distinct devices of all layers (see [`LayerStack::stable_ino`]).
     pub dev_index: u64,
     pub writable: bool,
     /// The xattr this layer keeps owners and modes in, if any (see [`crate::stat_override`]).

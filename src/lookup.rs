@@ -24,7 +24,7 @@ pub struct LayerObject {
 #[derive(Debug)]
 pub enum ObjFd {
     /// An `O_PATH | O_NOFOLLOW` fd held for the node's life (directories, upper objects).
-    Open(crate::reclaim::HeldFd),
+    Open(crate::fdbudget::HeldFd),
     /// A non-directory of an (immutable) lower layer: its path from the layer root, opened
     /// on demand. Holding no fd keeps big trees within the open-file limit.
     Path { root: Arc<OwnedFd>, path: CString },
@@ -48,7 +48,7 @@ impl FdRef<'_> {
 impl ObjFd {
     /// An fd the node holds for its life.
     pub fn open(fd: OwnedFd) -> ObjFd {
-        ObjFd::Open(crate::reclaim::HeldFd::new(fd))
+        ObjFd::Open(crate::fdbudget::HeldFd::new(fd))
     }
 
     pub fn get(&self) -> SysResult<FdRef<'_>> {

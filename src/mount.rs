@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use fuser::{MountOption, SessionACL};
 
+use crate::config::Config;
 use crate::fs::OverlayFs;
-use crate::options::Config;
 use crate::overlay::Overlay;
 use crate::sys::{self, ForkResult};
 use crate::workdir::WorkdirLock;

@@ -5,19 +5,19 @@
 
 use std::ffi::OsStr;
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{FileAttr, FileType, INodeNo};
 
-use crate::file::HandleTable;
+use crate::config::{Config, PassthroughMode, WhiteoutMode};
+use crate::handles::HandleTable;
 use crate::idmap::IdMap;
 use crate::inode::{InodeTable, Node, NodeState};
 use crate::layer::LayerStack;
 use crate::lookup::{self, LayerObject};
-use crate::options::{Config, PassthroughMode, WhiteoutMode};
 use crate::stat_override::{self, StatXattr};
 use crate::sys::{self, Errno, Stat, SysResult};
 use crate::whiteout::XattrNamespace;
@@ -43,13 +43,13 @@ pub struct Overlay {
     pub ids: IdMap,
     pub passthrough_mode: PassthroughMode,
     pub writeback_wanted: bool,
-    /// What the kernel agreed to at INIT (see [`crate::passthrough`]).
+    /// What the kernel agreed to at INIT: passthrough of upper files, or the writeback cache.
     pub passthrough_on: AtomicBool,
     pub writeback_on: AtomicBool,
     /// `WORKDIR/work`: where copy-up builds objects before renaming them into the upper.
     /// Set once the mount is live (see [`crate::workdir`]).
     pub work: std::sync::OnceLock<crate::workdir::Work>,
-    pub hardlinks: crate::hardlinks::HardlinkIndex,
+    pub hardlinks: crate::linkmap::HardlinkIndex,
 }
 
 impl Overlay {
@@ -107,6 +107,19 @@ impl Overlay {
         })
     }
 
+    /// `WORKDIR/work`, or EROFS on a read-only mount.
+    pub fn work_fd(&self) -> SysResult<BorrowedFd<'_>> {
+        self.work.get().map(|w| w.fd()).ok_or(Errno::ROFS)
+    }
+
+    /// Locks and prepares the workdir of an overlay used without a mount (benchmarks, tools).
+    pub fn attach_workdir(&self, workdir: &std::path::Path) -> io::Result<()> {
+        let work = crate::workdir::WorkdirLock::acquire(workdir)?.prepare()?;
+        self.work
+            .set(work)
+            .map_err(|_| io::Error::new(io::ErrorKind::AlreadyExists, "workdir already attached"))
+    }
+
     pub fn passthrough_active(&self) -> bool {
         self.passthrough_on.load(Ordering::Relaxed)
     }
@@ -134,8 +147,8 @@ impl Overlay {
             // ".." in a layer root would step outside the layer.
             return Err(Errno::INVAL);
         }
-        crate::reclaim::throttle();
-        let mut resolved = crate::reclaim::retry_on_emfile(|| {
+        crate::fdbudget::throttle();
+        let mut resolved = crate::fdbudget::retry_on_emfile(|| {
             let state = parent_node.read();
             lookup::lookup(&self.stack, &state.layer_fds(), name)
         })?;

@@ -8,39 +8,18 @@
 //!   overlay's guarantee) — a passthrough fd would stay bound to the lower file;
 //! - while a node has cached opens, new opens of it are cached too.
 
-use std::io;
 use std::os::fd::BorrowedFd;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 
 use std::sync::atomic::Ordering;
 
-use fuser::{BackingId, InitFlags, KernelConfig};
+use fuser::{InitFlags, KernelConfig};
 
+use crate::config::PassthroughMode;
+use crate::handles::{DataPath, MakeBacking};
 use crate::inode::Node;
-use crate::options::PassthroughMode;
 use crate::overlay::Overlay;
 use crate::sys;
-
-/// A node's open files, as far as the kernel's I/O mode rules care.
-#[derive(Debug, Default)]
-pub struct NodeIo {
-    cached_opens: u32,
-    backing: Weak<BackingId>,
-}
-
-pub type NodeIoLock = Mutex<NodeIo>;
-
-/// How one open file is served.
-#[derive(Debug)]
-pub enum DataPath {
-    /// Through the daemon; the kernel page cache is kept across opens.
-    Cached,
-    /// Straight to the backing file by the kernel.
-    Passthrough(Arc<BackingId>),
-}
-
-/// Registers a backing file with the kernel (the reply's `open_backing`).
-pub type MakeBacking<'a> = &'a dyn Fn(BorrowedFd<'_>) -> io::Result<BackingId>;
 
 impl Overlay {
     /// Negotiates the data path at FUSE INIT: passthrough where the kernel offers it and the

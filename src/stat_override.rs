@@ -10,7 +10,7 @@
 use std::ffi::OsStr;
 use std::os::fd::BorrowedFd;
 
-use crate::options::XattrPermissions;
+use crate::config::XattrPermissions;
 use crate::sys::{self, Stat, SysResult};
 
 /// Which xattr a layer keeps owners and modes in.

@@ -11,15 +11,17 @@
 //! locks; `work` is created and emptied by [`WorkdirLock::prepare`], which runs once the FUSE
 //! mount is live and before any request is served.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::overlay::Overlay;
-use crate::sys::{self, Errno};
+use rustix::fs::OFlags;
+
+use crate::sys::{self, Errno, RenameFlags, Stat, SysResult};
 
 /// `WORKDIR/work`, prepared, with the workdir lock that keeps other mounts out of it.
 #[derive(Debug)]
@@ -111,13 +113,122 @@ impl WorkdirLock {
     }
 }
 
-/// Locks and prepares the workdir of an overlay used without a mount (benchmarks, tools).
-pub fn attach(overlay: &Overlay, workdir: &Path) -> io::Result<()> {
-    let work = WorkdirLock::acquire(workdir)?.prepare()?;
-    overlay
-        .work
-        .set(work)
-        .map_err(|_| io::Error::new(io::ErrorKind::AlreadyExists, "workdir already attached"))
+// ---------------------------------------------------------------------------------------------
+// Staging: build in `WORKDIR/work`, then publish with one rename
+// ---------------------------------------------------------------------------------------------
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A fresh name for a temp object in the workdir.
+pub fn temp_name() -> OsString {
+    let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    OsString::from(format!("#ovlfs.{}.{n}", std::process::id()))
+}
+
+/// How a staged object takes its place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Publish {
+    /// Only where nothing is (`RENAME_NOREPLACE`).
+    NoReplace,
+    /// Swapped with what is there (`RENAME_EXCHANGE`), which is then removed from the workdir.
+    Exchange,
+}
+
+/// What publishing does to the target directory's times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DirTimes {
+    /// The rename updates them, as any new name does.
+    Update,
+    /// They are put back: the change is invisible in that directory (a copy-up).
+    Keep,
+}
+
+/// An object being built in `WORKDIR/work` under a fresh temp name, before it appears in the
+/// upper in one rename: a crash or an error leaves nothing half-made where users look. Dropped
+/// without being published, it is removed; what a crash leaves, the next mount clears.
+#[derive(Debug)]
+pub struct Staged<'w> {
+    work: BorrowedFd<'w>,
+    name: OsString,
+    published: bool,
+}
+
+impl<'w> Staged<'w> {
+    /// A fresh temp name in `work`; nothing is created yet.
+    pub fn new(work: BorrowedFd<'w>) -> Staged<'w> {
+        Staged {
+            work,
+            name: temp_name(),
+            published: false,
+        }
+    }
+
+    /// `WORKDIR/work`, where the object is built.
+    pub fn work(&self) -> BorrowedFd<'w> {
+        self.work
+    }
+
+    /// The temp name the object is built under.
+    pub fn name(&self) -> &OsStr {
+        &self.name
+    }
+
+    /// Moves the object to `dir/name`. On failure it stays staged (and is removed on drop).
+    pub fn publish(
+        mut self,
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
+        how: Publish,
+        times: DirTimes,
+    ) -> SysResult<()> {
+        let before = match times {
+            DirTimes::Keep => Some(sys::stat_fd(dir)?),
+            DirTimes::Update => None,
+        };
+        let flags = match how {
+            Publish::NoReplace => RenameFlags::NOREPLACE,
+            Publish::Exchange => RenameFlags::EXCHANGE,
+        };
+        sys::rename_at(self.work, &self.name, dir, name, flags)?;
+        self.published = how == Publish::NoReplace;
+        // After an exchange the replaced object sits under the temp name: drop removes it.
+        if let Some(st) = before {
+            restore_times(dir, &st);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Staged<'_> {
+    fn drop(&mut self) {
+        if !self.published
+            && let Err(e) = remove_any(self.work, &self.name)
+            && e != Errno::NOENT
+        {
+            log::debug!("cannot remove temp object {:?}: {e}", self.name);
+        }
+    }
+}
+
+/// Puts back the atime/mtime of a directory (from an earlier stat).
+pub fn restore_times(dir: BorrowedFd<'_>, st: &Stat) {
+    let atime = Some(Some((st.st_atime, st.st_atime_nsec as i64)));
+    let mtime = Some(Some((st.st_mtime, st.st_mtime_nsec as i64)));
+    if let Err(e) = sys::utimens_fd(dir, atime, mtime) {
+        log::debug!("cannot restore directory times: {e}");
+    }
+}
+
+/// Removes a temp object of any type (a directory with its contents).
+pub fn remove_any(dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<()> {
+    match sys::unlink_at(dir, name) {
+        Err(Errno::ISDIR) | Err(Errno::PERM) => {
+            let sub = sys::open_at(dir, name, OFlags::RDONLY | OFlags::DIRECTORY, 0)?;
+            sys::remove_tree_contents(sub.as_fd())?;
+            sys::rmdir_at(dir, name)
+        }
+        other => other,
+    }
 }
 
 /// The pid holding a `flock` on `path`, from `/proc/locks` (`N: FLOCK ADVISORY WRITE PID

@@ -1,0 +1,124 @@
+//! Open file and directory handles: what an open of the merged view holds until release.
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use fuser::BackingId;
+
+use crate::inode::Node;
+use crate::readdir::MergedEntry;
+use crate::sys::{Errno, SysResult};
+
+/// How one open file is served.
+#[derive(Debug)]
+pub enum DataPath {
+    /// Through the daemon; the kernel page cache is kept across opens.
+    Cached,
+    /// Straight to the backing file by the kernel.
+    Passthrough(Arc<BackingId>),
+}
+
+/// Registers a backing file with the kernel (the reply's `open_backing`).
+pub type MakeBacking<'a> = &'a dyn Fn(BorrowedFd<'_>) -> io::Result<BackingId>;
+
+const SHARDS: usize = 16;
+
+/// An open file: the real fd of the layer object that was on top when it was opened.
+#[derive(Debug)]
+pub struct FileHandle {
+    pub node: Arc<Node>,
+    /// Layer the fd belongs to (a lower one for read-only opens before copy-up).
+    pub layer: usize,
+    pub fd: OwnedFd,
+    /// Passthrough keeps the backing id registered while the file is open.
+    pub data_path: DataPath,
+    /// The first write drops setgid (see [`crate::killpriv`]).
+    pub clear_sgid: AtomicBool,
+}
+
+/// What `open` and `create` give the dispatcher to reply with.
+pub struct Opened {
+    pub fh: u64,
+    pub backing: Option<Arc<fuser::BackingId>>,
+    /// The handle cannot read (a write-only open the daemon could not widen): the kernel
+    /// must not use the page cache for it, or a partial-page write would read through it.
+    pub direct_io: bool,
+}
+
+/// An open directory: its merged listing, taken at opendir (POSIX allows a snapshot).
+#[derive(Debug)]
+pub struct DirHandle {
+    pub node: Arc<Node>,
+    /// Built on the first readdir: with the kernel's directory cache (FOPEN_CACHE_DIR) most
+    /// opendirs are never followed by one.
+    pub(crate) entries: Mutex<Option<Arc<Vec<MergedEntry>>>>,
+}
+
+#[derive(Debug)]
+pub enum Handle {
+    File(FileHandle),
+    Dir(Arc<DirHandle>),
+}
+
+/// Handle number → handle, sharded so concurrent reads never contend on one lock.
+#[derive(Debug)]
+pub struct HandleTable {
+    shards: Vec<RwLock<HashMap<u64, Arc<Handle>>>>,
+    next: AtomicU64,
+}
+
+impl Default for HandleTable {
+    fn default() -> Self {
+        HandleTable {
+            shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
+            next: AtomicU64::new(1),
+        }
+    }
+}
+
+impl HandleTable {
+    pub fn insert(&self, handle: Handle) -> u64 {
+        let fh = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut shard = self.shards[fh as usize % SHARDS]
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        shard.insert(fh, Arc::new(handle));
+        fh
+    }
+
+    pub fn get(&self, fh: u64) -> SysResult<Arc<Handle>> {
+        let shard = self.shards[fh as usize % SHARDS]
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        shard.get(&fh).cloned().ok_or(Errno::BADF)
+    }
+
+    pub fn remove(&self, fh: u64) -> Option<Arc<Handle>> {
+        let mut shard = self.shards[fh as usize % SHARDS]
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        shard.remove(&fh)
+    }
+
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.read().unwrap_or_else(|e| e.into_inner()).len())
+            .sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The file handle behind `handle`, or `EISDIR` for a directory handle.
+pub fn file_handle(handle: &Handle) -> SysResult<&FileHandle> {
+    match handle {
+        Handle::File(f) => Ok(f),
+        Handle::Dir(_) => Err(Errno::ISDIR),
+    }
+}
