@@ -103,6 +103,13 @@ fn copy_range(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, mut start: u64, end: u64
     Ok(())
 }
 
+/// How a copy-up under the node's lock ended.
+enum CopiedUp {
+    Done,
+    /// The node now names another link of its object; the copy-up starts over.
+    Moved,
+}
+
 impl Overlay {
     /// Makes sure `node` lives in the upper layer, copying up its parent chain first.
     pub fn copy_up(&self, node: &Arc<Node>) -> SysResult<()> {
@@ -114,18 +121,33 @@ impl Overlay {
         }
         let parent = node.read().parent.clone().ok_or(Errno::INVAL)?;
         self.copy_up(&parent)?;
-        // One copy-up at a time per node: the write lock is held across the copy.
-        let mut state = node.write();
-        if self.stack.is_upper(state.top().layer) {
-            return Ok(());
+        // One copy-up at a time per node, under a lock of its own: the node's state stays
+        // readable (getattr, reads through fds opened before) while the data is copied.
+        let guard = node.lock_copy_up();
+        match self.copy_up_locked(node)? {
+            CopiedUp::Done => Ok(()),
+            CopiedUp::Moved => {
+                // Another name of the same hard-linked object: start over from it.
+                drop(guard);
+                self.copy_up(node)
+            }
         }
-        let name = state.name.clone();
-        let parent_state = parent.read();
-        let upper_dir_ref = parent_state.top_fd()?;
-        let upper_dir = upper_dir_ref.as_fd();
-        let src_ref = state.top_fd()?;
-        let src = src_ref.as_fd();
-        let src_layer = state.top().layer;
+    }
+
+    /// The copy-up itself, with the node's copy-up lock held.
+    fn copy_up_locked(&self, node: &Arc<Node>) -> SysResult<CopiedUp> {
+        let (name, parent, src_layer, src) = {
+            let state = node.read();
+            if self.stack.is_upper(state.top().layer) {
+                return Ok(CopiedUp::Done);
+            }
+            let parent = state.parent.clone().ok_or(Errno::INVAL)?;
+            let src = state.top().fd.owned_clone()?;
+            (state.name.clone(), parent, state.top().layer, src)
+        };
+        let upper_dir = parent.read().top().fd.owned_clone()?;
+        let upper_dir = upper_dir.as_fd();
+        let src = src.as_fd();
         let st = self.stat_object(src_layer, src)?;
         let upper_fd = match self.copy_up_object(src, src_layer, &st, upper_dir, &name, node.ino) {
             Ok(fd) => fd,
@@ -138,18 +160,13 @@ impl Overlay {
                     sys::open_path_at(upper_dir, &name)?
                 } else if !node.is_dir() && st.st_nlink > 1 {
                     // A hard link: copy up through another name that still shows it.
-                    let (layer, lower_ino) = (state.top().layer, st.st_ino);
-                    drop(parent_state);
-                    drop(state);
                     let (dir, other) = self
-                        .visible_other_name(layer, lower_ino)
+                        .visible_other_name(src_layer, st.st_ino)
                         .ok_or(Errno::STALE)?;
-                    {
-                        let mut state = node.write();
-                        state.parent = Some(dir);
-                        state.name = other;
-                    }
-                    return self.copy_up(node);
+                    let mut state = node.write();
+                    state.parent = Some(dir);
+                    state.name = other;
+                    return Ok(CopiedUp::Moved);
                 } else {
                     return Err(Errno::STALE);
                 }
@@ -157,28 +174,24 @@ impl Overlay {
             Err(e) => return Err(e),
         };
         let other_links = (!node.is_dir() && st.st_nlink > 1)
-            .then(|| {
-                upper_fd
-                    .try_clone()
-                    .ok()
-                    .map(|fd| (state.top().layer, st.st_ino, fd))
-            })
+            .then(|| upper_fd.try_clone().ok())
             .flatten();
         let upper = LayerObject {
             layer: 0,
             fd: crate::lookup::ObjFd::open(upper_fd),
         };
-        if node.is_dir() {
-            state.objects.insert(0, upper);
-        } else {
-            state.objects = vec![upper];
+        {
+            let mut state = node.write();
+            if node.is_dir() {
+                state.objects.insert(0, upper);
+            } else {
+                state.objects = vec![upper];
+            }
         }
-        drop(parent_state);
-        drop(state);
-        if let Some((layer, lower_ino, fd)) = other_links {
-            self.copy_up_other_links(layer, lower_ino, fd.as_fd());
+        if let Some(fd) = other_links {
+            self.copy_up_other_links(src_layer, st.st_ino, fd.as_fd());
         }
-        Ok(())
+        Ok(CopiedUp::Done)
     }
 
     /// Builds a copy of `src` in the workdir and renames it to `upper_dir/name`.

@@ -3,7 +3,7 @@
 use std::ffi::OsString;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use rustix::fs::OFlags;
 
@@ -108,6 +108,7 @@ impl Overlay {
             fd,
             data_path,
             clear_sgid: AtomicBool::new(clear_sgid),
+            moved_up: OnceLock::new(),
         };
         Opened {
             fh: self.handles.insert(Handle::File(handle)),
@@ -131,7 +132,6 @@ impl Overlay {
         let handle = self.handles.get(fh)?;
         let file = file_handle(&handle)?;
         let fd = self.current_fd(file)?;
-        let fd = fd.as_ref().map_or(file.fd.as_fd(), |f| f.as_fd());
         let size = size as usize;
         if size > MAX_KEPT_READ_BUF {
             // Rare (direct I/O): not worth keeping per thread.
@@ -149,17 +149,24 @@ impl Overlay {
         })
     }
 
-    /// A read-only handle opened on a lower object before that object was copied up must
-    /// see the upper copy from then on (the kernel guarantees it): reopen on the upper.
-    fn current_fd(&self, file: &FileHandle) -> SysResult<Option<OwnedFd>> {
+    /// The fd to read `file` through. A read-only handle opened on a lower object before that
+    /// object was copied up must see the upper copy from then on (the kernel guarantees it):
+    /// the first read after the copy-up opens the upper copy, later ones reuse it.
+    fn current_fd<'a>(&self, file: &'a FileHandle) -> SysResult<BorrowedFd<'a>> {
         if !self.stack.has_upper || self.stack.is_upper(file.layer) {
-            return Ok(None);
+            return Ok(file.fd.as_fd());
         }
-        let state = file.node.read();
-        if !self.stack.is_upper(state.top().layer) {
-            return Ok(None);
+        if let Some(fd) = file.moved_up.get() {
+            return Ok(fd.as_fd());
         }
-        sys::reopen(state.top_fd()?.as_fd(), OFlags::RDONLY).map(Some)
+        let fd = {
+            let state = file.node.read();
+            if !self.stack.is_upper(state.top().layer) {
+                return Ok(file.fd.as_fd());
+            }
+            sys::reopen(state.top_fd()?.as_fd(), OFlags::RDONLY)?
+        };
+        Ok(file.moved_up.get_or_init(|| fd).as_fd())
     }
 
     pub fn release(&self, fh: u64) {
@@ -262,12 +269,7 @@ impl Overlay {
     pub fn lseek(&self, fh: u64, offset: i64, whence: i32) -> SysResult<i64> {
         let handle = self.handles.get(fh)?;
         let file = file_handle(&handle)?;
-        let fd = self.current_fd(file)?;
-        let pos = sys::lseek(
-            fd.as_ref().map_or(file.fd.as_fd(), |f| f.as_fd()),
-            offset,
-            whence,
-        )?;
+        let pos = sys::lseek(self.current_fd(file)?, offset, whence)?;
         Ok(pos as i64)
     }
 
@@ -283,8 +285,7 @@ impl Overlay {
         let output = self.handles.get(fh_out)?;
         let (input, output) = (file_handle(&input)?, file_handle(&output)?);
         let len = len.min(u32::MAX as u64 & !0xfff) as usize;
-        let moved_up = self.current_fd(input)?;
-        let input_fd = moved_up.as_ref().map_or(input.fd.as_fd(), |f| f.as_fd());
+        let input_fd = self.current_fd(input)?;
         let n = sys::copy_file_range(input_fd, off_in, output.fd.as_fd(), off_out, len)?;
         Ok(n as u32)
     }

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::io;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use fuser::BackingId;
 
@@ -37,6 +37,9 @@ pub struct FileHandle {
     pub data_path: DataPath,
     /// The first write drops setgid (see [`crate::killpriv`]).
     pub clear_sgid: AtomicBool,
+    /// For a read-only open of a lower object that was copied up since: the upper copy,
+    /// opened once at the first read after the copy-up.
+    pub moved_up: OnceLock<OwnedFd>,
 }
 
 /// What `open` and `create` give the dispatcher to reply with.

@@ -68,6 +68,12 @@ pub struct Node {
     lookups: AtomicU64,
     /// Reclaim epoch of the last lookup (see [`crate::fdbudget::epoch`]).
     last_used: AtomicU32,
+    // Lock order (outermost first): `copy_up`, then `state`, then `io`; a parent's locks
+    // before a child's. Namespace operations need no lock of their own: the kernel holds the
+    // parent directories' i_rwsem across each create, unlink and rename it sends.
+    /// Held across a copy-up of this node (data copy and sync), so that two copy-ups of one
+    /// node never run at once while `state` stays free for readers.
+    copy_up: Mutex<()>,
     state: RwLock<NodeState>,
     /// Open files of this node, for the kernel's one-I/O-mode-per-inode rule.
     pub io: NodeIoLock,
@@ -80,6 +86,11 @@ impl Node {
 
     pub fn write(&self) -> RwLockWriteGuard<'_, NodeState> {
         self.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The copy-up lock (see the lock order above).
+    pub fn lock_copy_up(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.copy_up.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn is_dir(&self) -> bool {
@@ -109,6 +120,7 @@ impl Node {
             file_type,
             lookups: AtomicU64::new(0),
             last_used: AtomicU32::new(0),
+            copy_up: Mutex::new(()),
             state: RwLock::new(state),
             io: Default::default(),
         }
@@ -151,6 +163,7 @@ impl InodeTable {
             // The root is never forgotten.
             lookups: AtomicU64::new(1 << 62),
             last_used: AtomicU32::new(0),
+            copy_up: Mutex::new(()),
             state: RwLock::new(root_state),
             io: Default::default(),
         });
@@ -184,6 +197,7 @@ impl InodeTable {
             file_type,
             lookups: AtomicU64::new(1),
             last_used: AtomicU32::new(crate::fdbudget::epoch()),
+            copy_up: Mutex::new(()),
             state: RwLock::new(state),
             io: Default::default(),
         });

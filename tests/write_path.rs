@@ -306,3 +306,69 @@ fn partial_write_through_a_write_only_create_handle() {
         assert!(data[..100].iter().all(|&b| b == 0));
     });
 }
+
+/// A copy-up of a big file does not hold up the node's other requests: attributes (with
+/// `timeout=0`, so every stat reaches the daemon) and reads through an fd opened before the
+/// copy-up answer while the data is still being copied.
+#[test]
+fn stat_and_reads_do_not_wait_for_a_copy_up() {
+    if !require_root("stat_and_reads_do_not_wait_for_a_copy_up") {
+        return;
+    }
+    let t = tempfile::tempdir().expect("tempdir");
+    let root = t.path();
+    layers(root);
+    // Real data (not holes), so the copy takes a while.
+    let mut f = fs::File::create(root.join("lower/big")).unwrap();
+    let chunk = vec![0x5au8; 1 << 20];
+    for _ in 0..768 {
+        f.write_all(&chunk).unwrap();
+    }
+    drop(f);
+    let m = Ovlfs::new([root.join("lower")])
+        .upper(root.join("upper"), root.join("work"))
+        .opt("timeout=0")
+        .mount(&root.join("mnt"));
+    let p = m.join("big");
+    with_watchdog(BODY_SECS, m.path(), move || {
+        use std::os::unix::fs::FileExt;
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::time::{Duration, Instant};
+        let reader = fs::File::open(&p).expect("open for reading before the copy-up");
+        let done = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let (p, done) = (p.clone(), done.clone());
+            std::thread::spawn(move || {
+                let start = Instant::now();
+                let f = OpenOptions::new().append(true).open(&p);
+                let took = start.elapsed();
+                done.store(true, Ordering::SeqCst);
+                f.expect("open for append (copy-up)");
+                took
+            })
+        };
+        let mut slowest = Duration::ZERO;
+        let mut probes = 0;
+        let mut buf = [0u8; 4096];
+        while !done.load(Ordering::SeqCst) {
+            let start = Instant::now();
+            fs::metadata(&p).expect("stat during the copy-up");
+            reader
+                .read_at(&mut buf, 0)
+                .expect("read during the copy-up");
+            slowest = slowest.max(start.elapsed());
+            probes += 1;
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let copy = writer.join().expect("writer");
+        assert!(
+            copy > Duration::from_millis(150),
+            "the copy-up took only {copy:?}: too fast to tell anything"
+        );
+        assert!(
+            probes >= 3 && slowest < copy / 2,
+            "a stat or read waited {slowest:?} during a {copy:?} copy-up ({probes} probes)"
+        );
+    });
+}
