@@ -23,9 +23,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{BatchSize, BenchmarkId, Criterion, SamplingMode, criterion_group, criterion_main};
-use ovlfs::inode::{Node, ROOT_ID};
 use ovlfs::options::{Action, parse_args};
-use ovlfs::overlay::Overlay;
+use ovlfs::{Node, Overlay, ROOT_ID};
 
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;

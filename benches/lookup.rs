@@ -21,8 +21,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use ovlfs::layer::LayerStack;
-use ovlfs::whiteout::XattrNamespace;
+use ovlfs::{LayerStack, XattrNamespace};
 
 const DEPTHS: [usize; 4] = [1, 8, 64, 500];
 const MAX_DEPTH: usize = 500;
@@ -128,7 +127,7 @@ fn bench_lookup(c: &mut Criterion) {
         cases.push(("merged_dir", OsStr::new("merged_dir"), true));
         for (case, name, exists) in cases {
             // Check the answer once, outside the timing, so the bench measures what it says.
-            let got = ovlfs::lookup::lookup(&stack, &parent_dirs, name).expect("lookup");
+            let got = ovlfs::lookup(&stack, &parent_dirs, name).expect("lookup");
             assert_eq!(got.is_some(), exists, "{case} at depth {depth}");
             if case == "merged_dir" {
                 assert_eq!(got.unwrap().objects.len(), depth);
@@ -136,8 +135,7 @@ fn bench_lookup(c: &mut Criterion) {
             group.bench_with_input(BenchmarkId::new(case, depth), &name, |b, name| {
                 b.iter(|| {
                     black_box(
-                        ovlfs::lookup::lookup(&stack, black_box(&parent_dirs), black_box(name))
-                            .unwrap(),
+                        ovlfs::lookup(&stack, black_box(&parent_dirs), black_box(name)).unwrap(),
                     )
                 })
             });

@@ -1,7 +1,7 @@
 //! setattr (the kernel's inode.c): chmod, chown, truncate, utimens — after copy-up.
 
 use std::os::fd::{AsFd, BorrowedFd};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
 use fuser::{FileAttr, TimeOrNow};
 use rustix::fs::OFlags;
@@ -150,13 +150,5 @@ impl Overlay {
             return stat_override::write(fd, xattr, &value);
         }
         crate::killpriv::clear_sgid(fd)
-    }
-}
-
-/// Seconds and nanoseconds of a time, for logs and tests.
-pub fn unix_time(t: SystemTime) -> (i64, i64) {
-    match time_spec(Some(TimeOrNow::SpecificTime(t))) {
-        Some(Some(v)) => v,
-        _ => (0, 0),
     }
 }

@@ -1,10 +1,10 @@
-//! Hard links across copy-up (DESIGN §4): when a multi-link lower file is copied up, all of
+//! Hard links across copy-up: when a multi-link lower file is copied up, all of
 //! its visible names are copied up at once as hard links of the new upper file, so the names
 //! stay linked within the mount, after a remount, and under the kernel's overlayfs — without
 //! the kernel's index directory.
 //!
-//! Finding the other names needs the layer's (inode → paths) map of multi-link files. It is
-//! built once per layer, on the first such copy-up, by one walk of that layer.
+//! Finding the other names needs the layer's (inode → paths) map of multi-link files (see
+//! [`crate::linkmap`]).
 
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, BorrowedFd};

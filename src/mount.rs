@@ -118,7 +118,7 @@ fn start_reclaim(overlay: &Arc<Overlay>, session: &fuser::Session<OverlayFs>, fd
 
 /// Two workers per CPU (at least 4, at most 16): READ and RELEASE arrive in the background
 /// while the caller's next LOOKUP/OPEN waits, so one worker per CPU leaves requests queued
-/// (reading 7,500 small files on 2 CPUs: 1.3–1.5 s with 2 workers, 0.9–1.1 s with 4).
+/// (measured in docs/design.md, Daemon life).
 fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(4, |n| (2 * n.get()).clamp(4, 16))
 }

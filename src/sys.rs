@@ -1,7 +1,7 @@
 //! Every raw system call of the daemon, and the only module with `unsafe`.
 //!
 //! Paths are always resolved one component at a time relative to a directory fd with
-//! `O_NOFOLLOW`, so a symlink stored in a layer is never followed by the daemon (DESIGN §5).
+//! `O_NOFOLLOW`, so a symlink stored in a layer is never followed by the daemon.
 //! xattrs of `O_PATH` fds go through `/proc/self/fd/N`, as libfuse's passthrough_hp does.
 
 use std::ffi::{CStr, CString, OsStr, OsString};
@@ -247,7 +247,7 @@ fn in_initial_user_namespace() -> bool {
     })
 }
 
-/// The effective capability check the xattr namespace depends on (DESIGN §3).
+/// The effective capability check the xattr namespace depends on (see docs/format.md).
 pub fn has_cap_sys_admin() -> bool {
     const CAP_SYS_ADMIN: u32 = 21;
     let status = match std::fs::read_to_string("/proc/self/status") {

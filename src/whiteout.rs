@@ -1,4 +1,4 @@
-//! The on-disk format of DESIGN §3: detecting whiteouts and opaque directories in any layer,
+//! The on-disk format (docs/format.md): detecting whiteouts and opaque directories in any layer,
 //! and naming the overlay-private xattrs that must never show through the mount.
 
 use std::ffi::OsStr;
@@ -189,7 +189,7 @@ mod tests {
     }
 }
 
-/// The forms a whiteout can be written in, most preferred first (DESIGN §3).
+/// The forms a whiteout can be written in, most preferred first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WhiteoutForm {
     Chardev,
@@ -267,14 +267,6 @@ pub fn set_opaque(ns: XattrNamespace, dir: BorrowedFd<'_>) -> SysResult<()> {
             sys::open_at(dir, OsStr::from_bytes(AUFS_OPAQUE), flags, 0o600).map(drop)
         }
         other => other,
-    }
-}
-
-/// Whether the upper entry `name` in `dir` is a whiteout of any format (AUFS included).
-pub fn upper_has_whiteout(dir: BorrowedFd<'_>, name: &OsStr) -> bool {
-    match sys::stat_at(dir, name) {
-        Ok(st) => is_whiteout_at(dir, name, &st),
-        Err(_) => has_aufs_whiteout(dir, name),
     }
 }
 

@@ -1,7 +1,7 @@
 //! Command line and `-o` option parsing into a validated [`Config`].
 //!
 //! Every user-facing error message of the program lives in this module. The command line is
-//! that of fuse-overlayfs (DESIGN §2): `ovlfs [-f] [-d] [-o OPT[,OPT...]]... MERGED`, and the
+//! that of fuse-overlayfs (docs/options.md): `ovlfs [-f] [-d] [-o OPT[,OPT...]]... MERGED`, and the
 //! mount helper form `ovlfs SOURCE MERGED -o OPTS` as mount.fuse3 calls it.
 
 use std::ffi::OsString;
