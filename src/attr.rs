@@ -138,7 +138,7 @@ impl Overlay {
             sys::utimens_fd(fd, atime, mtime)?;
         }
         let st = self.stat_object(0, fd)?;
-        Ok(self.attr_from_stat(&node, &st, state.objects.len() > 1))
+        Ok(self.attr_from_stat(&node, &st, state.objects.is_merged()))
     }
 
     /// Drops setgid from an upper object, wherever its mode is kept.

@@ -181,12 +181,7 @@ impl Overlay {
             fd: crate::lookup::ObjFd::open(upper_fd),
         };
         {
-            let mut state = node.write();
-            if node.is_dir() {
-                state.objects.insert(0, upper);
-            } else {
-                state.objects = vec![upper];
-            }
+            node.write().objects.put_upper(upper);
         }
         if let Some(fd) = other_links {
             self.copy_up_other_links(src_layer, st.st_ino, fd.as_fd());

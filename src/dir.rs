@@ -10,7 +10,7 @@ use rustix::fs::OFlags;
 
 use crate::config::WhiteoutMode;
 use crate::inode::{Node, NodeState};
-use crate::lookup::{self, Resolved};
+use crate::lookup::{self, LayerObject, ObjFd, Objects, Resolved};
 use crate::overlay::Overlay;
 use crate::readdir;
 use crate::request::{Caller, NewObject};
@@ -206,10 +206,13 @@ impl Overlay {
         let st = self.stat_object(0, fd.as_fd())?;
         let ino = self.stack.stable_ino(0, st.st_ino);
         let state = NodeState {
-            objects: vec![crate::lookup::LayerObject {
-                layer: 0,
-                fd: crate::lookup::ObjFd::open(fd),
-            }],
+            objects: Objects::one(
+                st.st_mode & libc::S_IFMT == libc::S_IFDIR,
+                LayerObject {
+                    layer: 0,
+                    fd: ObjFd::open(fd),
+                },
+            ),
             parent: Some(parent.clone()),
             name: name.to_owned(),
         };
@@ -292,7 +295,7 @@ impl Overlay {
         }
         let child = self.copy_up_if_linked(&parent_node, name, child)?;
         let upper_dir = self.upper_fd_of(&parent_node)?;
-        let in_upper = self.stack.is_upper(child.objects[0].layer);
+        let in_upper = self.stack.is_upper(child.objects.top().layer);
         if self.lower_has(&parent_node, name)? {
             return self.whiteout_name(upper_dir.as_fd(), name, in_upper);
         }
@@ -395,7 +398,7 @@ impl Overlay {
         whiteout::remove_whiteouts(upper)?;
         whiteout::set_opaque(self.xattr_ns, upper)?;
         restore_times(upper, &times);
-        state.objects.truncate(1);
+        state.objects.drop_below();
         Ok(())
     }
 
@@ -554,7 +557,7 @@ impl Overlay {
     ) -> SysResult<Resolved> {
         let linked_lower = !child.is_dir()
             && child.stat.st_nlink > 1
-            && !self.stack.is_upper(child.objects[0].layer);
+            && !self.stack.is_upper(child.objects.top().layer);
         if !linked_lower {
             return Ok(child);
         }
@@ -596,7 +599,7 @@ impl Overlay {
                 .and_then(|fd| whiteout::is_opaque_dir(fd.as_fd()))
                 .unwrap_or(false);
             if opaque {
-                state.objects.truncate(1);
+                state.objects.drop_below();
             }
         }
     }

@@ -40,7 +40,7 @@ impl Overlay {
         map.get(&ino)?.iter().find_map(|path| {
             let (dir, name) = self.resolve_parent(path).ok()?;
             let target = self.resolve_in(&dir, &name).ok()??;
-            let shows_it = target.objects[0].layer == layer && target.stat.st_ino == ino;
+            let shows_it = target.objects.top().layer == layer && target.stat.st_ino == ino;
             shows_it.then_some((dir, name))
         })
     }
@@ -75,7 +75,7 @@ impl Overlay {
         let name = name.as_os_str();
         // Only a name through which the merged view still shows this very lower object.
         let target = self.resolve_in(&dir, name)?.ok_or(Errno::NOENT)?;
-        let top = &target.objects[0];
+        let top = target.objects.top();
         if top.layer != layer || target.stat.st_ino != ino {
             return Ok(());
         }

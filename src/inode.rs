@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 
 use fuser::BackingId;
 
-use crate::lookup::{FdRef, LayerObject};
+use crate::lookup::{FdRef, LayerObject, Objects};
 use crate::sys::SysResult;
 
 /// A node's open files, as far as the kernel's I/O mode rules care.
@@ -31,8 +31,7 @@ const SHARDS: usize = 32;
 /// What a node is made of; changes on copy-up and rename.
 #[derive(Debug)]
 pub struct NodeState {
-    /// Topmost first; a directory lists every merged layer directory.
-    pub objects: Vec<LayerObject>,
+    pub objects: Objects,
     /// Parent directory and name, for copy-up of the parent chain (`None` for the root).
     /// Holding the parent keeps the chain to the root alive, like the kernel's dentries.
     pub parent: Option<Arc<Node>>,
@@ -41,12 +40,12 @@ pub struct NodeState {
 
 impl NodeState {
     pub fn top(&self) -> &LayerObject {
-        &self.objects[0]
+        self.objects.top()
     }
 
     /// An fd of the topmost object (opened for the call if the node holds none).
     pub fn top_fd(&self) -> SysResult<FdRef<'_>> {
-        self.objects[0].fd.get()
+        self.objects.top().fd.get()
     }
 
     /// `(layer, fd)` of every merged directory, topmost first (directories hold their fds).

@@ -75,13 +75,83 @@ impl ObjFd {
     }
 }
 
+/// The layer objects one name of the merged view is made of.
+#[derive(Debug)]
+pub enum Objects {
+    /// A directory: its topmost layer directory, and those it merges with, topmost first.
+    Dir {
+        top: LayerObject,
+        below: Vec<LayerObject>,
+    },
+    /// Anything else: exactly one object, from the topmost layer holding the name.
+    Leaf(LayerObject),
+}
+
+impl Objects {
+    /// Objects found topmost first (at least one); `is_dir` tells which kind the name is.
+    pub fn new(is_dir: bool, mut found: Vec<LayerObject>) -> Objects {
+        let top = found.remove(0);
+        if is_dir {
+            Objects::Dir { top, below: found }
+        } else {
+            Objects::Leaf(top)
+        }
+    }
+
+    /// A single object (an upper object just made, a layer root).
+    pub fn one(is_dir: bool, object: LayerObject) -> Objects {
+        Objects::new(is_dir, vec![object])
+    }
+
+    /// The object users see: the topmost.
+    pub fn top(&self) -> &LayerObject {
+        match self {
+            Objects::Dir { top, .. } | Objects::Leaf(top) => top,
+        }
+    }
+
+    pub fn top_mut(&mut self) -> &mut LayerObject {
+        match self {
+            Objects::Dir { top, .. } | Objects::Leaf(top) => top,
+        }
+    }
+
+    /// Every object, topmost first.
+    pub fn iter(&self) -> impl Iterator<Item = &LayerObject> {
+        let below: &[LayerObject] = match self {
+            Objects::Dir { below, .. } => below,
+            Objects::Leaf(_) => &[],
+        };
+        std::iter::once(self.top()).chain(below)
+    }
+
+    /// A directory merging more than one layer.
+    pub fn is_merged(&self) -> bool {
+        matches!(self, Objects::Dir { below, .. } if !below.is_empty())
+    }
+
+    /// After a copy-up: `upper` goes on top (a directory keeps merging what it merged).
+    pub fn put_upper(&mut self, upper: LayerObject) {
+        match self {
+            Objects::Dir { top, below } => below.insert(0, std::mem::replace(top, upper)),
+            Objects::Leaf(top) => *top = upper,
+        }
+    }
+
+    /// A directory made opaque: nothing below shows through it any more.
+    pub fn drop_below(&mut self) {
+        if let Objects::Dir { below, .. } = self {
+            below.clear();
+        }
+    }
+}
+
 /// The result of a successful lookup.
 #[derive(Debug)]
 pub struct Resolved {
     /// Stat of the topmost object.
     pub stat: Stat,
-    /// Topmost first. Directories: every merged layer directory; others: exactly one.
-    pub objects: Vec<LayerObject>,
+    pub objects: Objects,
     /// The inode number reported to users (see [`origin_ino`]).
     pub ino: u64,
 }
@@ -96,10 +166,10 @@ pub fn is_dir(st: &Stat) -> bool {
     st.st_mode & libc::S_IFMT == libc::S_IFDIR
 }
 
-/// What one layer says about a name.
 /// The longest name a layer's filesystem takes (FUSE lets names up to 1024 bytes through).
 const NAME_MAX: usize = 255;
 
+/// What one layer says about a name.
 enum Probe {
     Absent,
     Whiteout,
@@ -302,18 +372,20 @@ pub fn lookup(
                 markers,
             )?;
         }
+        let objects = Objects::new(is_dir(&m.stat), m.objects);
         let ino = match m.origin {
             Some((layer, real_ino)) => stack.stable_ino(layer, real_ino),
-            None => m.objects[0]
+            None => objects
+                .top()
                 .fd
                 .held()
                 .and_then(|fd| recorded_ino(stack, fd))
-                .unwrap_or_else(|| stack.stable_ino(m.objects[0].layer, m.stat.st_ino)),
+                .unwrap_or_else(|| stack.stable_ino(objects.top().layer, m.stat.st_ino)),
         };
         return Ok(Some(Resolved {
             ino,
             stat: m.stat,
-            objects: m.objects,
+            objects,
         }));
     }
     Ok(None)

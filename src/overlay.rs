@@ -82,7 +82,7 @@ impl Overlay {
         let lower_root = sys::stat_fd(stack.layers[first_lower].root_fd())?;
         let root_ino = stack.stable_ino(first_lower, lower_root.st_ino);
         let root_state = NodeState {
-            objects,
+            objects: lookup::Objects::new(true, objects),
             parent: None,
             name: Default::default(),
         };
@@ -153,8 +153,8 @@ impl Overlay {
             lookup::lookup(&self.stack, &state.layer_fds(), name)
         })?;
         if let Some(r) = &mut resolved {
-            if let Some(fd) = r.objects[0].fd.held() {
-                self.stored_owner(r.objects[0].layer, fd, &mut r.stat);
+            if let Some(fd) = r.objects.top().fd.held() {
+                self.stored_owner(r.objects.top().layer, fd, &mut r.stat);
             }
             self.release_lower_fd(r);
         }
@@ -166,7 +166,7 @@ impl Overlay {
             name: name.to_owned(),
         };
         let node = self.inodes.lookup_or_insert(resolved.ino, file_type, state);
-        let merged = node.read().objects.len() > 1;
+        let merged = node.read().objects.is_merged();
         Ok(self.attr_from_stat(&node, &resolved.stat, merged))
     }
 
@@ -174,10 +174,10 @@ impl Overlay {
     /// path from the layer root instead of an fd, so huge trees stay within the open-file
     /// limit (the fd table would otherwise hold one entry per file the kernel caches).
     fn release_lower_fd(&self, resolved: &mut lookup::Resolved) {
-        if resolved.is_dir() || self.stack.is_upper(resolved.objects[0].layer) {
+        if resolved.is_dir() || self.stack.is_upper(resolved.objects.top().layer) {
             return;
         }
-        let top = &mut resolved.objects[0];
+        let top = resolved.objects.top_mut();
         let layer = &self.stack.layers[top.layer];
         let Some(fd) = top.fd.held() else { return };
         if let Some(path) = sys::path_below(fd, &layer.path) {
@@ -196,7 +196,7 @@ impl Overlay {
         let node = self.node(id)?;
         let state = node.read();
         let st = self.stat_object(state.top().layer, state.top_fd()?.as_fd())?;
-        Ok(self.attr_from_stat(&node, &st, state.objects.len() > 1))
+        Ok(self.attr_from_stat(&node, &st, state.objects.is_merged()))
     }
 
     /// The stat of an object of `layer` as users see it: with the owner and mode its layer
