@@ -33,16 +33,12 @@
 //! CI: `cargo test --test security`.
 //! Long: `OVLFS_RACE_SECS=120 OVLFS_STORM_SECS=300 cargo test --test security -- --nocapture`.
 
+#[path = "../common/mod.rs"]
 mod common;
-#[path = "security/no_panic.rs"]
 mod no_panic;
-#[path = "security/permissions.rs"]
 mod permissions;
-#[path = "security/setuid.rs"]
 mod setuid;
-#[path = "security/swap_race.rs"]
 mod swap_race;
-#[path = "security/symlinks.rs"]
 mod symlinks;
 
 use common::*;

@@ -43,26 +43,17 @@
 //! snapshots), `watchdog` (the per-operation watchdog), `run` (one run and its final checks) and
 //! `shrink`; this file keeps the configuration, the PRNG, the replay mode and the test itself.
 
+#[path = "../common/mod.rs"]
 mod common;
-#[path = "random_ops/exec.rs"]
 mod exec;
-#[path = "random_ops/fixture.rs"]
 mod fixture;
-#[path = "random_ops/generate.rs"]
 mod generate;
-#[path = "random_ops/ops.rs"]
 mod ops;
-#[path = "random_ops/repro.rs"]
 mod repro;
-#[path = "random_ops/run.rs"]
 mod run;
-#[path = "random_ops/shrink.rs"]
 mod shrink;
-#[path = "random_ops/snapshot.rs"]
 mod snapshot;
-#[path = "random_ops/sys.rs"]
 mod sys;
-#[path = "random_ops/watchdog.rs"]
 mod watchdog;
 
 use common::*;

@@ -10,8 +10,8 @@
 //! compares. Every child runs in its own process group under a timeout (the group is killed
 //! when it expires) and a guard unmounts and kills any daemon left on the test's mountpoints.
 
+#[path = "../common/mod.rs"]
 mod common;
-#[path = "rootless/helpers.rs"]
 mod helpers;
 
 use common::*;

@@ -6,18 +6,13 @@
 //! opaque-directory forms), `xattrs` (overlay-private xattrs), `inodes` (inode numbers and
 //! readdir) and `reads` (contents, symlinks, statfs, read-only mounts, permissions, concurrency).
 
+#[path = "../common/mod.rs"]
 mod common;
-#[path = "read_view/differential.rs"]
 mod differential;
-#[path = "read_view/fixture.rs"]
 mod fixture;
-#[path = "read_view/inodes.rs"]
 mod inodes;
-#[path = "read_view/reads.rs"]
 mod reads;
-#[path = "read_view/whiteouts.rs"]
 mod whiteouts;
-#[path = "read_view/xattrs.rs"]
 mod xattrs;
 
 use common::*;

@@ -24,12 +24,10 @@
 //! Long: `OVLFS_LOWER_SECS=300 OVLFS_LOWER_SEED=7 cargo test --test faults -- --nocapture`
 //! (`OVLFS_LOWER_SECS`: workload duration per variant, default 6; `OVLFS_LOWER_THREADS`, default 3).
 
+#[path = "../common/mod.rs"]
 mod common;
-#[path = "faults/enospc.rs"]
 mod enospc;
-#[path = "faults/lowers.rs"]
 mod lowers;
-#[path = "faults/no_xattr_upper.rs"]
 mod no_xattr_upper;
 
 use common::*;

@@ -12,8 +12,8 @@
 //! Long: `OVLFS_SOAK_SECS=600 cargo test --release --test soak -- --nocapture`
 //! Other knobs: `OVLFS_SOAK_SEED` (default 1), `OVLFS_TEST_BIN`.
 
+#[path = "../common/mod.rs"]
 mod common;
-#[path = "soak/fsx.rs"]
 mod fsx;
 
 use common::rng::{Rng, env_u64};

@@ -20,8 +20,8 @@
 //!        cargo test --release --test crash -- --nocapture`
 //! Other knobs: `OVLFS_CRASH_SEED` (PRNG seed, default 6), `OVLFS_TEST_BIN` (binary under test).
 
+#[path = "../common/mod.rs"]
 mod common;
-#[path = "crash/model.rs"]
 mod model;
 
 use common::rng::{Rng, env_u64};
