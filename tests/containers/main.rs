@@ -1,4 +1,4 @@
-//! The containers/storage contract (issue 4, DESIGN.md §2): the exact argv shapes of a
+//! The containers/storage contract (docs/options.md): the exact argv shapes of a
 //! `mount_program` (`[prog, "-o", OPTS, MERGED]`, no `-f`, the storage directory as cwd, 200+
 //! lowers given as relative `l/` symlinks, trailing empty fields, `volatile`, a quoted
 //! `context=` with commas, mapping options, read-only `lowerdir=A:B`), `--version`, AUFS

@@ -1,4 +1,4 @@
-//! Faults of the upper filesystem and the integrity of the lower layers (issue 6 §2, §3):
+//! Faults of the upper filesystem and the integrity of the lower layers:
 //!
 //! - `enospc_*`: the upper lives on an 8 MiB tmpfs. A copy-up larger than the free space, a tree
 //!   copy-up (directory rename) that runs out of space half-way, and writes into a full upper
@@ -78,20 +78,6 @@ pub(crate) fn wait_free_space(path: &Path, want: u64, timeout: Duration) -> Resu
 }
 
 pub(crate) fn assert_alive(m: &OvlfsMount, what: &str) {
-    let pid = m.pid().expect("daemon pid");
-    assert!(
-        process_alive(pid),
-        "the daemon died ({what}); stderr:\n{}",
-        m.stderr()
-    );
-    assert!(m.is_mounted(), "the mount disappeared ({what})");
-    fs::metadata(m.path()).unwrap_or_else(|e| panic!("stat of the mount root fails ({what}): {e}"));
-}
-
-pub(crate) fn assert_no_panic_logged(m: &OvlfsMount) {
-    let err = m.stderr();
-    assert!(
-        !err.contains("panicked"),
-        "the daemon logged a panic:\n{err}"
-    );
+    m.assert_serving(what);
+    assert!(m.is_mounted(), "{what}: the mount disappeared");
 }

@@ -1,5 +1,6 @@
 //! The merged read-only view: differential tests against the kernel's overlayfs, and focused
-//! tests (ovlfs only) for the on-disk formats the kernel does not read (DESIGN.md §3).
+//! tests (ovlfs only) for the on-disk formats the kernel does not read
+//! (docs/format.md, "Read, in every layer").
 //!
 //! Submodules (in `tests/read_view/`): `fixture` (the differential fixture's layers),
 //! `differential` (ovlfs against the kernel), and the focused tests: `whiteouts` (whiteout and
