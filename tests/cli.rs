@@ -4,26 +4,20 @@
 //! timeout (killed by PID), and a guard unmounts anything that shows up below the test's temp
 //! dirs anyway. Some cases run as an unprivileged user (`setpriv`, needs root to start).
 
-use std::collections::BTreeMap;
+mod common;
+
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{Fields, TreeSnapshot, diff_trees, have, in_ci, ovlfs_bin, snapshot_tree_with};
 use tempfile::TempDir;
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 /// The unprivileged user of the `setpriv` cases.
 const NOBODY: u32 = 65534;
-
-/// The binary under test (`OVLFS_TEST_BIN` overrides it, e.g. to check an older build).
-fn bin() -> PathBuf {
-    match std::env::var_os("OVLFS_TEST_BIN") {
-        Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => PathBuf::from(env!("CARGO_BIN_EXE_ovlfs")),
-    }
-}
 
 /// The temp trees of one case: `root` on the temp dir's filesystem, `other` on /dev/shm (tmpfs)
 /// when that is a different filesystem.
@@ -91,11 +85,6 @@ fn run(args: &[&str], needles: &[&str]) -> Setup {
     }
 }
 
-fn have(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
-}
-
 /// Gives the whole temp tree to [`NOBODY`] (so only what a case changes afterwards is in its
 /// way), or says why the unprivileged cases cannot run; under CI=true that fails instead.
 fn nobody_tree(c: &Ctx) -> Result<(), Setup> {
@@ -107,10 +96,7 @@ fn nobody_tree(c: &Ctx) -> Result<(), Setup> {
         None
     };
     if let Some(why) = missing {
-        assert!(
-            !std::env::var("CI").is_ok_and(|v| v == "true" || v == "1"),
-            "{why} (CI=true: failing instead of skipping)"
-        );
+        assert!(!in_ci(), "{why} (CI=true: failing instead of skipping)");
         return Err(Setup::Skip(why));
     }
     // Distributions ship /dev/fuse usable by everyone; make sure it is.
@@ -750,32 +736,12 @@ fn cases() -> Vec<Case> {
     ]
 }
 
-/// Every path below `roots` with its type, size, mode, mtime and ctime.
-fn snapshot(roots: &[&Path]) -> BTreeMap<PathBuf, (u32, u64, i64, i64, i64, i64)> {
-    fn walk(dir: &Path, out: &mut BTreeMap<PathBuf, (u32, u64, i64, i64, i64, i64)>) {
-        let m = fs::symlink_metadata(dir).unwrap();
-        out.insert(
-            dir.to_owned(),
-            (
-                m.mode(),
-                m.size(),
-                m.mtime(),
-                m.mtime_nsec(),
-                m.ctime(),
-                m.ctime_nsec(),
-            ),
-        );
-        if m.is_dir() {
-            for entry in fs::read_dir(dir).unwrap() {
-                walk(&entry.unwrap().path(), out);
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    for root in roots {
-        walk(root, &mut out);
-    }
-    out
+/// Everything about every object below `roots` but atimes.
+fn snapshot(roots: &[&Path]) -> Vec<TreeSnapshot> {
+    roots
+        .iter()
+        .map(|r| snapshot_tree_with(r, Fields::LAYER))
+        .collect()
 }
 
 /// Unmounts anything mounted at or below the given roots when dropped (there should be nothing;
@@ -827,10 +793,10 @@ fn run_binary(args: &[String], cwd: &Path, user: Option<u32>) -> Result<Output, 
             c.arg(format!("--reuid={id}"))
                 .arg(format!("--regid={id}"))
                 .arg("--clear-groups")
-                .arg(bin());
+                .arg(ovlfs_bin());
             c
         }
-        None => Command::new(bin()),
+        None => Command::new(ovlfs_bin()),
     };
     let mut child = command
         .args(args)
@@ -840,7 +806,7 @@ fn run_binary(args: &[String], cwd: &Path, user: Option<u32>) -> Result<Output, 
         .stdout(fs::File::create(&out_path).unwrap())
         .stderr(fs::File::create(&err_path).unwrap())
         .spawn()
-        .map_err(|e| format!("spawn {}: {e}", bin().display()))?;
+        .map_err(|e| format!("spawn {}: {e}", ovlfs_bin().display()))?;
     let start = Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -905,13 +871,17 @@ fn check(case: &Case) -> Result<bool, String> {
     if !out.stdout.is_empty() {
         problems.push(format!("unexpected stdout: {:?}", out.stdout));
     }
-    if before != after {
-        let changed: Vec<_> = before
-            .iter()
-            .filter(|(p, v)| after.get(*p) != Some(v))
-            .map(|(p, _)| p)
-            .chain(after.keys().filter(|p| !before.contains_key(*p)))
-            .collect();
+    let changed: Vec<String> = ctx
+        .roots()
+        .iter()
+        .zip(before.iter().zip(&after))
+        .flat_map(|(root, (b, a))| {
+            diff_trees("before", b, "after", a)
+                .into_iter()
+                .map(move |d| format!("{}: {d}", root.display()))
+        })
+        .collect();
+    if !changed.is_empty() {
         problems.push(format!("the temp tree changed: {changed:?}"));
     }
     if problems.is_empty() {

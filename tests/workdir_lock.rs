@@ -115,20 +115,8 @@ fn second_mount_on_a_busy_workdir_is_refused() {
             "{what}: A's temp object is gone"
         );
         if idle {
-            let upper_after = snapshot_tree(&fx.p("upper"));
-            assert_trees_equal(
-                "upper before B",
-                &upper_before,
-                "upper after B",
-                &upper_after,
-            );
-            let work_after = snapshot_tree(&fx.p("work"));
-            assert_trees_equal(
-                "workdir before B",
-                &work_before,
-                "workdir after B",
-                &work_after,
-            );
+            assert_tree_unchanged("upper (B)", &upper_before, &fx.p("upper"));
+            assert_tree_unchanged("workdir (B)", &work_before, &fx.p("work"));
         }
     };
     try_b(false, false);

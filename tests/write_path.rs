@@ -1,4 +1,4 @@
-//! Focused write-path tests (issue 3): sparse copy-up keeps holes, an fd opened read-only
+//! Focused write-path tests: sparse copy-up keeps holes, an fd opened read-only
 //! before copy-up sees the data written after it, a 0/0 device cannot be made through the
 //! mount, and an upper written with `whiteout=xattr` serves as a middle lower layer of the
 //! kernel's overlayfs; chardev whiteouts share one inode, as the kernel writes them; a second

@@ -186,17 +186,3 @@ pub fn readdir_tree(root: &Path) -> BTreeMap<PathBuf, Vec<DirEnt>> {
     }
     out
 }
-
-/// Every xattr of `path` (not following a symlink) with its value, sorted by name.
-pub fn sorted_xattrs(path: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut xattrs: Vec<(String, Vec<u8>)> = list_xattrs(path)
-        .unwrap_or_default()
-        .into_iter()
-        .map(|n| {
-            let v = get_xattr(path, &n).unwrap_or_default();
-            (n, v)
-        })
-        .collect();
-    xattrs.sort();
-    xattrs
-}

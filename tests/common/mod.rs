@@ -1,12 +1,16 @@
 //! Shared harness for the integration tests: mount guards for ovlfs and the kernel's overlayfs,
-//! a watchdog that aborts a hung FUSE connection, tree snapshots with a readable diff, and
-//! fixture builders for every on-disk whiteout / opaque format of DESIGN.md §3.
+//! a watchdog that aborts a hung FUSE connection, tree snapshots with a readable diff, a
+//! collector of EIO-like failures, and fixture builders for every on-disk whiteout / opaque
+//! format ovlfs reads (docs/format.md).
 //!
-//! Every test file uses it with `mod common;`; not every file uses every helper. Split by
-//! concern (`process`, `mountinfo`, `ovlfs`, `kernel`, `watchdog`, `fsutil`, `snapshot`,
-//! `fixtures`, `scratch`, `shell`, `rng`); everything is re-exported here.
+//! Every test binary uses it: `mod common;` in a single-file test (`tests/NAME.rs`),
+//! `#[path = "../common/mod.rs"] mod common;` in a test directory (`tests/NAME/main.rs`); not
+//! every binary uses every helper. Split by concern (`process`, `mountinfo`, `ovlfs`, `kernel`,
+//! `watchdog`, `fsutil`, `snapshot`, `eio`, `fixtures`, `scratch`, `shell`, `rng`); everything
+//! is re-exported here.
 #![allow(dead_code)]
 
+mod eio;
 mod fixtures;
 mod fsutil;
 mod kernel;
@@ -19,6 +23,8 @@ mod shell;
 mod snapshot;
 mod watchdog;
 
+#[allow(unused_imports)]
+pub use eio::*;
 #[allow(unused_imports)]
 pub use fixtures::*;
 #[allow(unused_imports)]

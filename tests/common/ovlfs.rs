@@ -310,6 +310,28 @@ impl OvlfsMount {
         is_fuse_mounted(&self.mnt)
     }
 
+    /// Panics (`what` says when) unless the serving process is alive and the mount root can
+    /// be stat'ed; the daemon's stderr goes in the message.
+    pub fn assert_serving(&self, what: &str) {
+        let pid = self.pid().expect("daemon pid");
+        assert!(
+            process_alive(pid),
+            "{what}: the daemon died; stderr:\n{}",
+            self.stderr()
+        );
+        fs::metadata(&self.mnt).unwrap_or_else(|e| panic!("{what}: stat of the mount root: {e}"));
+    }
+
+    /// Panics when the daemon's stderr shows a panic (each request's handler catches its own,
+    /// answers EIO and logs it).
+    pub fn assert_no_panic_logged(&self, what: &str) {
+        let err = self.stderr();
+        assert!(
+            !err.contains("panicked"),
+            "{what}: the daemon logged a panic:\n{err}"
+        );
+    }
+
     /// A path inside the mount.
     pub fn join(&self, rel: impl AsRef<Path>) -> PathBuf {
         self.mnt.join(rel)

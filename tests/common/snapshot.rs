@@ -1,4 +1,6 @@
-//! Tree snapshots with a readable diff.
+//! Tree snapshots with a readable diff: one merged view against another (ovlfs against the
+//! kernel, before and after a remount), one tree before and after (layers that must not change),
+//! and objects watched without being read or listed. [`Fields`] says what is recorded.
 
 use super::*;
 
@@ -15,43 +17,102 @@ pub fn fnv64(data: &[u8]) -> u64 {
     h
 }
 
+/// Which attributes a snapshot records, and so which ones [`diff_trees`] compares: what is not
+/// recorded is `None` (or empty) in every entry. Always recorded: the type, readdir's d_type
+/// (for walked entries), the permission bits with setuid/setgid/sticky, the owner, symlink
+/// targets, device numbers, st_nlink of non-directories and which paths share an inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fields {
+    /// FNV-64 of every regular file's content (reading it updates its atime).
+    pub content: bool,
+    /// Every xattr namespace (`trusted.*`, `security.*`, ...), not only `user.*`.
+    pub all_xattrs: bool,
+    /// st_size and st_nlink of every object, not only st_size of regular files and st_nlink of
+    /// non-directories (the ones two filesystems' merged views agree on).
+    pub all_sizes: bool,
+    /// st_ino.
+    pub ino: bool,
+    pub mtime: bool,
+    pub ctime: bool,
+    pub atime: bool,
+}
+
+impl Fields {
+    /// A merged view as a user sees it, comparable between two filesystems: contents, `user.*`
+    /// xattrs and mtime on top of what is always recorded.
+    pub const MERGED: Fields = Fields {
+        content: true,
+        all_xattrs: false,
+        all_sizes: false,
+        ino: false,
+        mtime: true,
+        ctime: false,
+        atime: false,
+    };
+    /// One directory tree before and after: everything but atimes (reads legitimately update
+    /// those) — every xattr, inode numbers, ctimes, every size and link count.
+    pub const LAYER: Fields = Fields {
+        content: true,
+        all_xattrs: true,
+        all_sizes: true,
+        ino: true,
+        mtime: true,
+        ctime: true,
+        atime: false,
+    };
+    /// Objects watched without reading them (see [`snapshot_entries`]): everything, atimes
+    /// included, except contents.
+    pub const UNREAD: Fields = Fields {
+        content: false,
+        atime: true,
+        ..Fields::LAYER
+    };
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EntrySnapshot {
     pub kind: Kind,
-    /// d_type from the parent's readdir (`None` for the root).
+    /// d_type from the parent's readdir (`None` for the root and for unlisted entries).
     pub d_type: Option<Kind>,
     /// Permission bits plus setuid/setgid/sticky.
     pub mode: u32,
     pub uid: u32,
     pub gid: u32,
-    /// Regular files only.
+    /// Regular files ([`Fields::all_sizes`]: everything).
     pub size: Option<u64>,
     /// FNV-64 of the content, regular files only (or the read error).
     pub content: Option<Result<u64, String>>,
     pub symlink_target: Option<PathBuf>,
     /// Device files only.
     pub rdev: Option<u64>,
-    /// Sorted `user.*` xattrs (name, value), or an error description as the sole entry.
+    /// Sorted xattrs (name, value), or an error description as the sole entry.
     pub xattrs: Vec<(String, Vec<u8>)>,
-    /// Non-directories only.
+    /// Non-directories ([`Fields::all_sizes`]: everything).
     pub nlink: Option<u64>,
-    /// st_mtime (seconds, nanoseconds).
-    pub mtime: (i64, i64),
+    pub ino: Option<u64>,
+    /// (seconds, nanoseconds).
+    pub mtime: Option<(i64, i64)>,
+    pub ctime: Option<(i64, i64)>,
+    pub atime: Option<(i64, i64)>,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct TreeSnapshot {
+    /// What was recorded.
+    pub fields: Fields,
     pub entries: BTreeMap<PathBuf, EntrySnapshot>,
     /// Sets (size ≥ 2) of non-directory paths sharing one (st_dev, st_ino).
     pub link_groups: BTreeSet<Vec<PathBuf>>,
 }
 
-pub fn user_xattrs(path: &Path) -> Vec<(String, Vec<u8>)> {
+/// Sorted xattrs of `path` (not following a symlink): `user.*` ones only unless `all`. A
+/// failing listxattr shows as the sole entry, a failing getxattr as the value.
+pub fn xattrs_of(path: &Path, all: bool) -> Vec<(String, Vec<u8>)> {
     match list_xattrs(path) {
         Ok(names) => {
             let mut v: Vec<(String, Vec<u8>)> = names
                 .into_iter()
-                .filter(|n| n.starts_with("user."))
+                .filter(|n| all || n.starts_with("user."))
                 .map(|n| {
                     let val = get_xattr(path, &n)
                         .unwrap_or_else(|e| format!("<getxattr error: {e}>").into_bytes());
@@ -66,7 +127,17 @@ pub fn user_xattrs(path: &Path) -> Vec<(String, Vec<u8>)> {
     }
 }
 
-pub fn snapshot_entry(path: &Path, md: &fs::Metadata, d_type: Option<Kind>) -> EntrySnapshot {
+/// Sorted `user.*` xattrs of `path` (see [`xattrs_of`]).
+pub fn user_xattrs(path: &Path) -> Vec<(String, Vec<u8>)> {
+    xattrs_of(path, false)
+}
+
+pub fn snapshot_entry(
+    path: &Path,
+    md: &fs::Metadata,
+    d_type: Option<Kind>,
+    fields: Fields,
+) -> EntrySnapshot {
     let kind = Kind::of(md.file_type());
     let is_file = kind == Kind::File;
     EntrySnapshot {
@@ -75,26 +146,71 @@ pub fn snapshot_entry(path: &Path, md: &fs::Metadata, d_type: Option<Kind>) -> E
         mode: md.mode() & 0o7777,
         uid: md.uid(),
         gid: md.gid(),
-        size: is_file.then(|| md.size()),
-        content: is_file.then(|| fs::read(path).map(|b| fnv64(&b)).map_err(|e| e.to_string())),
+        size: (is_file || fields.all_sizes).then(|| md.size()),
+        content: (is_file && fields.content)
+            .then(|| fs::read(path).map(|b| fnv64(&b)).map_err(|e| e.to_string())),
         symlink_target: (kind == Kind::Symlink).then(|| {
             fs::read_link(path).unwrap_or_else(|e| PathBuf::from(format!("<readlink error: {e}>")))
         }),
         rdev: matches!(kind, Kind::CharDev | Kind::BlockDev).then(|| md.rdev()),
-        xattrs: user_xattrs(path),
-        nlink: (kind != Kind::Dir).then(|| md.nlink()),
-        mtime: (md.mtime(), md.mtime_nsec()),
+        xattrs: xattrs_of(path, fields.all_xattrs),
+        nlink: (kind != Kind::Dir || fields.all_sizes).then(|| md.nlink()),
+        ino: fields.ino.then(|| md.ino()),
+        mtime: fields.mtime.then(|| (md.mtime(), md.mtime_nsec())),
+        ctime: fields.ctime.then(|| (md.ctime(), md.ctime_nsec())),
+        atime: fields.atime.then(|| (md.atime(), md.atime_nsec())),
     }
 }
 
-/// Walk `root` without following symlinks. Relative path "" is the root itself.
+/// An entry that was listed but cannot be stat'ed: recorded so that the diff shows it.
+fn unstatable(d_type: Option<Kind>, err: &io::Error) -> EntrySnapshot {
+    EntrySnapshot {
+        kind: Kind::Unknown,
+        d_type,
+        mode: 0,
+        uid: 0,
+        gid: 0,
+        size: None,
+        content: Some(Err(format!("lstat failed: {err}"))),
+        symlink_target: None,
+        rdev: None,
+        xattrs: Vec::new(),
+        nlink: None,
+        ino: None,
+        mtime: None,
+        ctime: None,
+        atime: None,
+    }
+}
+
+/// Groups of non-directory paths sharing one (st_dev, st_ino), into `snap.link_groups`.
+fn add_link_groups(snap: &mut TreeSnapshot, inos: BTreeMap<(u64, u64), Vec<PathBuf>>) {
+    for (_, mut v) in inos {
+        if v.len() > 1 {
+            v.sort();
+            snap.link_groups.insert(v);
+        }
+    }
+}
+
+/// [`snapshot_tree_with`] the [`Fields::MERGED`] attributes.
 pub fn snapshot_tree(root: &Path) -> TreeSnapshot {
-    let mut snap = TreeSnapshot::default();
+    snapshot_tree_with(root, Fields::MERGED)
+}
+
+/// Walk `root` without following symlinks, recording `fields`. Relative path "" is the root
+/// itself. Panics when the root cannot be stat'ed or a directory cannot be listed.
+pub fn snapshot_tree_with(root: &Path, fields: Fields) -> TreeSnapshot {
+    let mut snap = TreeSnapshot {
+        fields,
+        entries: BTreeMap::new(),
+        link_groups: BTreeSet::new(),
+    };
     let mut inos: BTreeMap<(u64, u64), Vec<PathBuf>> = BTreeMap::new();
     let root_md =
         fs::symlink_metadata(root).unwrap_or_else(|e| panic!("lstat {}: {e}", root.display()));
     snap.entries
-        .insert(PathBuf::new(), snapshot_entry(root, &root_md, None));
+        .insert(PathBuf::new(), snapshot_entry(root, &root_md, None, fields));
     let mut stack = vec![PathBuf::new()];
     while let Some(rel) = stack.pop() {
         let abs = root.join(&rel);
@@ -108,24 +224,7 @@ pub fn snapshot_tree(root: &Path) -> TreeSnapshot {
             let md = match fs::symlink_metadata(&cabs) {
                 Ok(md) => md,
                 Err(err) => {
-                    // Listed but not stat-able: record it so the diff shows it.
-                    snap.entries.insert(
-                        crel,
-                        EntrySnapshot {
-                            kind: Kind::Unknown,
-                            d_type: Some(e.d_type),
-                            mode: 0,
-                            uid: 0,
-                            gid: 0,
-                            size: None,
-                            content: Some(Err(format!("lstat failed: {err}"))),
-                            symlink_target: None,
-                            rdev: None,
-                            xattrs: Vec::new(),
-                            nlink: None,
-                            mtime: (0, 0),
-                        },
-                    );
+                    snap.entries.insert(crel, unstatable(Some(e.d_type), &err));
                     continue;
                 }
             };
@@ -137,16 +236,65 @@ pub fn snapshot_tree(root: &Path) -> TreeSnapshot {
                     .push(crel.clone());
             }
             snap.entries
-                .insert(crel, snapshot_entry(&cabs, &md, Some(e.d_type)));
+                .insert(crel, snapshot_entry(&cabs, &md, Some(e.d_type), fields));
         }
     }
-    for (_, mut v) in inos {
-        if v.len() > 1 {
-            v.sort();
-            snap.link_groups.insert(v);
-        }
-    }
+    add_link_groups(&mut snap, inos);
     snap
+}
+
+/// The objects `rels` below `root` ("" is the root itself), stat'ed without listing any
+/// directory, and without reading any file unless `fields.content`: on a `strictatime` mount a
+/// listing or a read of ours would change the atimes compared. Panics when one cannot be
+/// stat'ed.
+pub fn snapshot_entries(root: &Path, rels: &[&str], fields: Fields) -> TreeSnapshot {
+    let mut snap = TreeSnapshot {
+        fields,
+        entries: BTreeMap::new(),
+        link_groups: BTreeSet::new(),
+    };
+    let mut inos: BTreeMap<(u64, u64), Vec<PathBuf>> = BTreeMap::new();
+    for rel in rels {
+        let p = root.join(rel);
+        let md = fs::symlink_metadata(&p).unwrap_or_else(|e| panic!("lstat {}: {e}", p.display()));
+        if !md.is_dir() {
+            inos.entry((md.dev(), md.ino()))
+                .or_default()
+                .push(PathBuf::from(rel));
+        }
+        snap.entries
+            .insert(PathBuf::from(rel), snapshot_entry(&p, &md, None, fields));
+    }
+    add_link_groups(&mut snap, inos);
+    snap
+}
+
+/// [`snapshot_tree_with`] the [`Fields::LAYER`] attributes of every layer.
+pub fn snapshot_layers<P: AsRef<Path>>(layers: &[P]) -> Vec<TreeSnapshot> {
+    layers
+        .iter()
+        .map(|l| snapshot_tree_with(l.as_ref(), Fields::LAYER))
+        .collect()
+}
+
+/// Differences between two [`snapshot_layers`] of the same layers, each prefixed with the
+/// layer (`lower1` is the first one given).
+pub fn diff_layers(before: &[TreeSnapshot], after: &[TreeSnapshot]) -> Vec<String> {
+    assert_eq!(
+        before.len(),
+        after.len(),
+        "snapshots of different layer lists"
+    );
+    before
+        .iter()
+        .zip(after)
+        .enumerate()
+        .flat_map(|(i, (b, a))| {
+            diff_trees("before", b, "after", a)
+                .into_iter()
+                .map(move |d| format!("lower{}: {d}", i + 1))
+        })
+        .collect()
 }
 
 pub fn show_path(p: &Path) -> String {
@@ -214,7 +362,10 @@ pub fn diff_trees(a_label: &str, a: &TreeSnapshot, b_label: &str, b: &TreeSnapsh
                     );
                 }
                 field!(nlink, "{:?}");
+                field!(ino, "{:?}");
                 field!(mtime, "{:?}");
+                field!(ctime, "{:?}");
+                field!(atime, "{:?}");
                 out.push(s);
             }
             _ => {}
@@ -234,11 +385,23 @@ pub fn assert_trees_equal(a_label: &str, a: &TreeSnapshot, b_label: &str, b: &Tr
     let d = diff_trees(a_label, a, b_label, b);
     if !d.is_empty() {
         panic!(
-            "merged trees differ ({} difference(s), {} vs {} entries):\n  {}",
+            "trees differ ({} difference(s), {} vs {} entries):\n  {}",
             d.len(),
             a.entries.len(),
             b.entries.len(),
             d.join("\n  ")
         );
     }
+}
+
+/// Panics with a readable diff when the tree at `root` no longer matches `before`, a
+/// [`snapshot_tree_with`] of it (taken again with the same fields; `label` names the tree).
+pub fn assert_tree_unchanged(label: &str, before: &TreeSnapshot, root: &Path) {
+    let after = snapshot_tree_with(root, before.fields);
+    assert_trees_equal(
+        &format!("{label} before"),
+        before,
+        &format!("{label} after"),
+        &after,
+    );
 }

@@ -214,7 +214,7 @@ pub(crate) fn verify(mnt: &Path, lower: &Path, model: &Model) -> Vec<String> {
                     l.gid()
                 ));
             }
-            let (xa, xl) = (user_xattr_list(&p), user_xattr_list(&lower.join(src)));
+            let (xa, xl) = (user_xattrs(&p), user_xattrs(&lower.join(src)));
             if xa != xl {
                 out.push(format!(
                     "/{}: user xattrs {xa:?} instead of {xl:?}",

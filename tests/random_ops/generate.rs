@@ -23,7 +23,7 @@ const XATTR_NAMES: &[&str] = &[
 /// An xattr name for an operation. `trusted.overlay.*` names are only read (both must answer
 /// ENODATA and never list them): setting or removing them differs by design — the kernel
 /// (6.7+) escapes them to `trusted.overlay.overlay.*` for nested overlays, while ovlfs refuses
-/// every overlay-private name (DESIGN.md §3).
+/// every overlay-private name (docs/format.md, "Written, in the upper only").
 fn xattr_name(rng: &mut Rng, write: bool) -> String {
     let mut n = *rng.pick(XATTR_NAMES);
     if (write || ignored("priv-xattr")) && n.starts_with("trusted.overlay.") {

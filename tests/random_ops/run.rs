@@ -148,8 +148,8 @@ fn run_inner(cfg: &Cfg, plan: Plan, steps: &mut Vec<Step>, failures: &mut Vec<Fa
     let ol = build_fixture(&t.join("o"));
     let (ku, kw, km) = (t.join("k/u"), t.join("k/w"), t.join("k/m"));
     let (ou, ow, om) = (t.join("o/u"), t.join("o/w"), t.join("o/m"));
-    let ol_before = layers_snapshot(&ol);
-    let kl_before = layers_snapshot(&kl);
+    let ol_before = snapshot_layers(&ol);
+    let kl_before = snapshot_layers(&kl);
     let watch = Watch::new(cfg.op_timeout);
 
     let kmnt = KernelOverlay::mount(&lower_refs(&kl), Some((&ku, &kw)), KERNEL_OPTS, &km);
@@ -371,7 +371,7 @@ fn run_inner(cfg: &Cfg, plan: Plan, steps: &mut Vec<Step>, failures: &mut Vec<Fa
             format!("remount failed: {e}"),
         ),
     }
-    let d = diff_maps(&ol_before, &layers_snapshot(&ol));
+    let d = diff_layers(&ol_before, &snapshot_layers(&ol));
     if !d.is_empty() {
         fail(
             failures,
@@ -383,7 +383,8 @@ fn run_inner(cfg: &Cfg, plan: Plan, steps: &mut Vec<Step>, failures: &mut Vec<Fa
 
     // (b) the kernel (plain options, fresh workdir) over the upper ovlfs wrote. With
     // `whiteout=xattr` the upper holds xattr whiteouts, which the kernel honours only in a lower
-    // layer (DESIGN.md §3): then the upper is mounted read-only as the top lower layer instead.
+    // layer (docs/format.md, "Compatibility with the kernel"): then the upper is mounted
+    // read-only as the top lower layer instead.
     let xattr_whiteouts = cfg.ovlfs_opts.iter().any(|o| o == "whiteout=xattr");
     match catch(|| {
         if xattr_whiteouts {
@@ -412,8 +413,8 @@ fn run_inner(cfg: &Cfg, plan: Plan, steps: &mut Vec<Step>, failures: &mut Vec<Fa
     }
 
     // (c) ovlfs (fresh workdir) over the upper the kernel wrote.
-    let kl_mid = layers_snapshot(&kl);
-    let d = diff_maps(&kl_before, &kl_mid);
+    let kl_mid = snapshot_layers(&kl);
+    let d = diff_layers(&kl_before, &kl_mid);
     if !d.is_empty() {
         visible(&format!(
             "random_ops: note: the kernel's overlayfs changed its lower layers:\n  {}",
@@ -514,7 +515,7 @@ fn run_inner(cfg: &Cfg, plan: Plan, steps: &mut Vec<Step>, failures: &mut Vec<Fa
             }
         }
     }
-    let d = diff_maps(&kl_mid, &layers_snapshot(&kl));
+    let d = diff_layers(&kl_mid, &snapshot_layers(&kl));
     if !d.is_empty() {
         fail(
             failures,

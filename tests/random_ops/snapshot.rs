@@ -1,7 +1,8 @@
-//! Snapshots of merged trees and layers, and their comparison.
+//! Snapshots of merged trees (the shared snapshot, with mtimes in comparable form) and their
+//! comparison; the inode pairing between the two filesystems.
 
 use super::*;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -34,16 +35,10 @@ pub(crate) fn snap(root: &Path) -> Result<Snap, String> {
     }
     // Times are compared below, in their comparable form only (old values exactly, wall-clock
     // ones as "recent").
-    for e in tree.entries.values_mut() {
-        e.mtime = (0, 0);
-    }
     let mut mtimes = BTreeMap::new();
-    for k in tree.entries.keys() {
-        if let Ok(md) = fs::symlink_metadata(root.join(k)) {
-            mtimes.insert(
-                k.clone(),
-                time_class(md.mtime(), md.mtime_nsec(), md.is_dir()),
-            );
+    for (k, e) in tree.entries.iter_mut() {
+        if let Some((sec, nsec)) = e.mtime.take() {
+            mtimes.insert(k.clone(), time_class(sec, nsec, e.kind == Kind::Dir));
         }
     }
     Ok(Snap { tree, mtimes })
@@ -62,87 +57,6 @@ pub(crate) fn diff_snaps(a_label: &str, a: &Snap, b_label: &str, b: &Snap) -> Ve
         }
     }
     d
-}
-
-fn describe_raw(p: &Path) -> String {
-    let md = match fs::symlink_metadata(p) {
-        Ok(m) => m,
-        Err(e) => return format!("lstat error {e}"),
-    };
-    let mut s = format!(
-        "{:?} mode={:o} uid={} gid={} size={} rdev={} nlink={} ino={} mtime={}.{} ctime={}.{}",
-        Kind::of(md.file_type()),
-        md.mode(),
-        md.uid(),
-        md.gid(),
-        md.size(),
-        md.rdev(),
-        md.nlink(),
-        md.ino(),
-        md.mtime(),
-        md.mtime_nsec(),
-        md.ctime(),
-        md.ctime_nsec()
-    );
-    if md.is_file() {
-        match fs::read(p) {
-            Ok(b) => s += &format!(" fnv={:016x}", fnv64(&b)),
-            Err(e) => s += &format!(" read error {e}"),
-        }
-    }
-    if md.file_type().is_symlink() {
-        s += &format!(" -> {:?}", fs::read_link(p).ok());
-    }
-    match list_xattrs(p) {
-        Ok(mut names) => {
-            names.sort();
-            for n in names {
-                let v = get_xattr(p, &n).unwrap_or_else(|e| format!("<{e}>").into_bytes());
-                s += &format!(" {n}={:?}", String::from_utf8_lossy(&v));
-            }
-        }
-        Err(e) => s += &format!(" listxattr error {e}"),
-    }
-    s
-}
-
-/// Everything about every object of the layers except atime (keyed "L<n>/path").
-pub(crate) fn layers_snapshot(layers: &[PathBuf]) -> BTreeMap<String, String> {
-    let mut m = BTreeMap::new();
-    for (i, l) in layers.iter().enumerate() {
-        let mut stack = vec![PathBuf::new()];
-        while let Some(rel) = stack.pop() {
-            let abs = l.join(&rel);
-            m.insert(format!("L{}/{}", i + 1, rel.display()), describe_raw(&abs));
-            if fs::symlink_metadata(&abs).is_ok_and(|md| md.is_dir())
-                && let Ok(rd) = fs::read_dir(&abs)
-            {
-                for e in rd.flatten() {
-                    stack.push(rel.join(e.file_name()));
-                }
-            }
-        }
-    }
-    m
-}
-
-pub(crate) fn diff_maps(
-    before: &BTreeMap<String, String>,
-    after: &BTreeMap<String, String>,
-) -> Vec<String> {
-    let keys: BTreeSet<&String> = before.keys().chain(after.keys()).collect();
-    let mut v = Vec::new();
-    for k in keys {
-        match (before.get(k), after.get(k)) {
-            (Some(a), Some(b)) if a != b => {
-                v.push(format!("changed {k}:\n      before {a}\n      after  {b}"))
-            }
-            (Some(_), None) => v.push(format!("removed {k}")),
-            (None, Some(b)) => v.push(format!("added {k}: {b}")),
-            _ => {}
-        }
-    }
-    v
 }
 
 /// path → st_ino of every object (no following), for the initial inode pairing.

@@ -9,8 +9,8 @@ use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
@@ -44,17 +44,10 @@ fn odd_names() -> Vec<OsString> {
 }
 
 /// One round of malformed / unusual requests in `dir` (errors are expected; EIO is recorded).
-fn odd_requests(dir: &Path, rng: &mut Rng, eio: &mut Vec<String>) {
+fn odd_requests(dir: &Path, rng: &mut Rng, eio: &EioLog) {
     use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags};
-    let mut rec = |what: &str, r: io::Result<()>| {
-        if let Err(e) = r
-            && matches!(
-                e.raw_os_error(),
-                Some(libc::EIO) | Some(libc::ENOTCONN) | Some(libc::ECONNABORTED)
-            )
-        {
-            eio.push(format!("{what}: {e}"));
-        }
+    let rec = |what: &str, r: io::Result<()>| {
+        eio.check(what, &r);
     };
     let names = odd_names();
     let name = &names[rng.below(names.len() as u64) as usize];
@@ -363,7 +356,7 @@ fn odd_requests(dir: &Path, rng: &mut Rng, eio: &mut Vec<String>) {
 }
 
 /// One racing operation on the shared names `race/n0..n7`.
-fn racing_op(race: &Path, rng: &mut Rng, eio: &Mutex<Vec<String>>) {
+fn racing_op(race: &Path, rng: &mut Rng, eio: &EioLog) {
     let a = race.join(format!("n{}", rng.below(8)));
     let b = race.join(format!("n{}", rng.below(8)));
     let r: io::Result<()> = match rng.below(16) {
@@ -406,16 +399,7 @@ fn racing_op(race: &Path, rng: &mut Rng, eio: &Mutex<Vec<String>>) {
         14 => fs::set_permissions(&a, fs::Permissions::from_mode(0o700)),
         _ => try_set_xattr(&a, "user.r", b"1"),
     };
-    if let Err(e) = r
-        && matches!(
-            e.raw_os_error(),
-            Some(libc::EIO) | Some(libc::ENOTCONN) | Some(libc::ECONNABORTED)
-        )
-    {
-        eio.lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(format!("race op on {}: {e}", a.display()));
-    }
+    eio.check(format_args!("race op on {}", a.display()), &r);
 }
 
 #[test]
@@ -439,7 +423,7 @@ fn no_panic_under_racing_and_malformed_requests() {
     let mut m = Ovlfs::new([&lower])
         .upper(s.join("upper"), s.join("work"))
         .mount(&mnt);
-    let eio = Arc::new(Mutex::new(Vec::<String>::new()));
+    let eio = EioLog::new();
     let stop = Arc::new(AtomicBool::new(false));
     let (eio2, stop2, mnt2) = (eio.clone(), stop.clone(), mnt.clone());
     let rounds = with_watchdog(secs + 120, &mnt, move || {
@@ -462,11 +446,7 @@ fn no_panic_under_racing_and_malformed_requests() {
                 let mut rng = Rng::new(7);
                 let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) {
-                    let mut local = Vec::new();
-                    odd_requests(&odd, &mut rng, &mut local);
-                    if !local.is_empty() {
-                        eio.lock().unwrap_or_else(|p| p.into_inner()).extend(local);
-                    }
+                    odd_requests(&odd, &mut rng, &eio);
                     n += 1;
                 }
                 n
@@ -493,15 +473,7 @@ fn no_panic_under_racing_and_malformed_requests() {
     );
     fs::remove_file(mnt.join("after")).expect("unlink after the storm");
     rm_rf(&mnt.join("race")).expect("rm -rf race after the storm");
-    let eio = eio.lock().map(|e| e.clone()).unwrap_or_default();
-    assert!(
-        eio.is_empty(),
-        "{TEST}: {} requests failed with EIO/ENOTCONN (a caught panic answers EIO): {:?}\n\
-         daemon stderr:\n{}",
-        eio.len(),
-        &eio[..eio.len().min(15)],
-        m.stderr()
-    );
+    eio.assert_none(TEST, 15, &m.stderr());
     // A clean exit at unmount.
     assert!(m.fusermount_u(), "fusermount3 -u after the storm failed");
     let st = m.wait_exit(EXIT_TIMEOUT);

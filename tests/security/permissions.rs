@@ -193,12 +193,7 @@ fn permissions_with_allow_other_are_enforced_and_never_widened() {
     }
     assert_daemon_healthy(&m, TEST);
     drop(m);
-    assert_trees_equal(
-        "lower before",
-        &lower_before,
-        "lower after",
-        &snapshot_tree(&lower),
-    );
+    assert_tree_unchanged("lower", &lower_before, &lower);
     assert!(
         failures.is_empty(),
         "{TEST}: {} failure(s):\n  {}",

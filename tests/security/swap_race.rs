@@ -7,8 +7,8 @@ use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -29,7 +29,7 @@ pub(crate) fn exchange(a: &Path, b: &Path) -> io::Result<()> {
 
 /// Worker operations through the mount on `rel` (errors are expected while the layers change
 /// under the daemon; only a daemon escape or death matters). Returns EIO-like failures.
-fn race_op(mnt: &Path, rng: &mut Rng, tid: usize, n: u64, eio: &Mutex<Vec<String>>) {
+fn race_op(mnt: &Path, rng: &mut Rng, tid: usize, n: u64, eio: &EioLog) {
     let i = rng.below(4);
     let k = rng.below(8);
     let targets = [
@@ -74,16 +74,7 @@ fn race_op(mnt: &Path, rng: &mut Rng, tid: usize, n: u64, eio: &Mutex<Vec<String
         12 => try_set_xattr(&file, "user.race", b"2"),
         _ => fs::read(dir.join("x")).map(drop),
     };
-    if let Err(e) = r
-        && matches!(
-            e.raw_os_error(),
-            Some(libc::EIO) | Some(libc::ENOTCONN) | Some(libc::ECONNABORTED)
-        )
-    {
-        eio.lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(format!("{}: {e}", dir.display()));
-    }
+    eio.check(dir.display(), &r);
 }
 
 #[test]
@@ -122,7 +113,7 @@ fn layer_symlink_swap_race_never_redirects_the_daemon() {
     let mnt = s.join("a/b/mnt");
     let m = Ovlfs::new([&l1]).upper(&upper, s.join("work")).mount(&mnt);
     let stop = Arc::new(AtomicBool::new(false));
-    let eio = Arc::new(Mutex::new(Vec::new()));
+    let eio = EioLog::new();
     let swaps = Arc::new(swaps);
     let (stop2, eio2, swaps2, mnt2, upper2) = (
         stop.clone(),
@@ -218,12 +209,7 @@ fn layer_symlink_swap_race_never_redirects_the_daemon() {
     assert_daemon_healthy(&m, TEST);
     // EIO is an acceptable answer while the layers are changed under the daemon (a caught
     // panic would also answer EIO, but shows in the log checked above); ENOTCONN is not.
-    let eio = eio.lock().map(|e| e.clone()).unwrap_or_default();
-    let broken: Vec<String> = eio
-        .iter()
-        .filter(|e| !e.contains("os error 5"))
-        .cloned()
-        .collect();
+    let broken = eio.disconnects();
     let unreadable = (0..64)
         .filter(|i| fs::read_dir(mnt.join(format!("p{i}"))).is_err())
         .count();

@@ -1,4 +1,4 @@
-//! The containers/storage contract (issue 4, DESIGN.md §2): the exact argv shapes of a
+//! The containers/storage contract (docs/options.md): the exact argv shapes of a
 //! `mount_program` (`[prog, "-o", OPTS, MERGED]`, no `-f`, the storage directory as cwd, 200+
 //! lowers given as relative `l/` symlinks, trailing empty fields, `volatile`, a quoted
 //! `context=` with commas, mapping options, read-only `lowerdir=A:B`), `--version`, AUFS
@@ -13,18 +13,13 @@
 //! force_mask, sparse writes, commit whiteouts); `engine` holds what the podman and buildah
 //! tests share; the other shared helpers (`Mounted`, `Launch`, `Storage`, ...) are here.
 
-#[path = "containers/argv.rs"]
 mod argv;
-#[path = "containers/aufs_trap.rs"]
 mod aufs_trap;
+#[path = "../common/mod.rs"]
 mod common;
-#[path = "containers/engine.rs"]
 mod engine;
-#[path = "containers/mount_helper.rs"]
 mod mount_helper;
-#[path = "containers/podman.rs"]
 mod podman;
-#[path = "containers/podman_compat.rs"]
 mod podman_compat;
 
 use common::*;

@@ -2,7 +2,8 @@
 //! operations runs on ovlfs and on the kernel's overlayfs (`redirect_dir=on,index=on,
 //! metacopy=off`), both over identical (separately built) lower layers; every result / errno is
 //! compared, the merged trees are compared periodically and at the end, and then the uppers are
-//! cross-mounted (DESIGN.md §3 last rule, §6):
+//! cross-mounted (each must read the upper the other wrote: docs/format.md, "Compatibility with
+//! the kernel"):
 //!
 //! - (a) ovlfs remounted over its own upper (same workdir),
 //! - (b) the kernel's overlayfs (plain options, fresh workdir) over the upper ovlfs wrote (as
@@ -39,30 +40,23 @@
 //! The code is split by concern into submodules in `tests/random_ops/`: `fixture` (the lower
 //! layers), `ops` (the `Op` / `Step` types and how they are shown), `sys` (raw syscall helpers,
 //! stat normalisation), `exec` (running one operation, as another user if asked), `repro` (the
-//! Python reproducer), `generate` (generating operations), `snapshot` (tree and layer
-//! snapshots), `watchdog` (the per-operation watchdog), `run` (one run and its final checks) and
-//! `shrink`; this file keeps the configuration, the PRNG, the replay mode and the test itself.
+//! Python reproducer), `generate` (generating operations), `snapshot` (merged-tree snapshots
+//! with comparable mtimes, and the inode pairing; the snapshot itself and the layer snapshots
+//! are the harness's, in `tests/common/snapshot.rs`), `watchdog` (the per-operation watchdog),
+//! `run` (one run and its final checks) and `shrink`; this file keeps the configuration, the
+//! PRNG, the replay mode and the test itself.
 
+#[path = "../common/mod.rs"]
 mod common;
-#[path = "random_ops/exec.rs"]
 mod exec;
-#[path = "random_ops/fixture.rs"]
 mod fixture;
-#[path = "random_ops/generate.rs"]
 mod generate;
-#[path = "random_ops/ops.rs"]
 mod ops;
-#[path = "random_ops/repro.rs"]
 mod repro;
-#[path = "random_ops/run.rs"]
 mod run;
-#[path = "random_ops/shrink.rs"]
 mod shrink;
-#[path = "random_ops/snapshot.rs"]
 mod snapshot;
-#[path = "random_ops/sys.rs"]
 mod sys;
-#[path = "random_ops/watchdog.rs"]
 mod watchdog;
 
 use common::*;

@@ -1,4 +1,5 @@
-//! Security (issue 6 §5–§7, DESIGN.md §5 "Security"):
+//! Security: the daemon never follows a symlink stored in a layer (docs/design.md, "Nodes and
+//! the inode table"), never widens permissions, and survives hostile requests:
 //!
 //! - `symlinks_in_layers_*`: lowers and the upper hold symlinks pointing outside the layers
 //!   (absolute, `../../..` chains, relative ones, a symlinked parent directory, a symlink in an
@@ -33,23 +34,18 @@
 //! CI: `cargo test --test security`.
 //! Long: `OVLFS_RACE_SECS=120 OVLFS_STORM_SECS=300 cargo test --test security -- --nocapture`.
 
+#[path = "../common/mod.rs"]
 mod common;
-#[path = "security/no_panic.rs"]
 mod no_panic;
-#[path = "security/permissions.rs"]
 mod permissions;
-#[path = "security/setuid.rs"]
 mod setuid;
-#[path = "security/swap_race.rs"]
 mod swap_race;
-#[path = "security/symlinks.rs"]
 mod symlinks;
 
 use common::*;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fs;
 use std::io;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 // ---------------------------------------------------------------------------------------------
@@ -60,97 +56,13 @@ pub(crate) fn io_err(e: rustix::io::Errno) -> io::Error {
     io::Error::from(e)
 }
 
-/// Everything observable about a directory tree, atimes included (on a strictatime mount
-/// every read and listing updates them).
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Observed {
-    mode: u32,
-    uid: u32,
-    gid: u32,
-    size: u64,
-    atime: (i64, i64),
-    mtime: (i64, i64),
-    ctime: (i64, i64),
-    link: Option<PathBuf>,
-    xattrs: Vec<(String, Vec<u8>)>,
-}
-
-/// lstat-level snapshot of `entries` under `root` without listing or reading anything (on a
-/// strictatime mount a listing or a read of ours would change the atimes we compare).
-fn observe(root: &Path, entries: &[&str]) -> BTreeMap<PathBuf, Observed> {
-    let mut out = BTreeMap::new();
-    for rel in entries {
-        let p = root.join(rel);
-        let md = fs::symlink_metadata(&p).unwrap_or_else(|e| panic!("lstat {}: {e}", p.display()));
-        let xattrs = sorted_xattrs(&p);
-        out.insert(
-            PathBuf::from(rel),
-            Observed {
-                mode: md.mode(),
-                uid: md.uid(),
-                gid: md.gid(),
-                size: if md.is_dir() { 0 } else { md.size() },
-                atime: (md.atime(), md.atime_nsec()),
-                mtime: (md.mtime(), md.mtime_nsec()),
-                ctime: (md.ctime(), md.ctime_nsec()),
-                link: md
-                    .file_type()
-                    .is_symlink()
-                    .then(|| fs::read_link(&p).expect("readlink")),
-                xattrs,
-            },
-        );
-    }
-    out
-}
-
-fn diff_observed(a: &BTreeMap<PathBuf, Observed>, b: &BTreeMap<PathBuf, Observed>) -> Vec<String> {
-    let mut d = Vec::new();
-    for (k, x) in a {
-        match b.get(k) {
-            None => d.push(format!("removed: /{}", k.display())),
-            Some(y) if x != y => {
-                let mut what = Vec::new();
-                if x.atime != y.atime {
-                    what.push("atime (read or listed)");
-                }
-                if x.mtime != y.mtime {
-                    what.push("mtime (written)");
-                }
-                if x.ctime != y.ctime {
-                    what.push("ctime (changed)");
-                }
-                if (x.mode, x.uid, x.gid) != (y.mode, y.uid, y.gid) {
-                    what.push("mode/owner");
-                }
-                if x.size != y.size {
-                    what.push("size");
-                }
-                if x.xattrs != y.xattrs {
-                    what.push("xattrs");
-                }
-                d.push(format!(
-                    "changed: /{}: {}\n      before {x:?}\n      after  {y:?}",
-                    k.display(),
-                    what.join(", ")
-                ));
-            }
-            _ => {}
-        }
-    }
-    for k in b.keys() {
-        if !a.contains_key(k) {
-            d.push(format!("created: /{}", k.display()));
-        }
-    }
-    d
-}
-
 /// The daemon-side "outside" directory: a strictatime tmpfs with a sentinel tree.
 pub(crate) struct Outside {
     path: PathBuf,
     _guard: MountGuard,
-    before: BTreeMap<PathBuf, Observed>,
+    /// Everything observable about its entries, atimes included (on a strictatime mount every
+    /// read and listing updates them), taken without listing or reading anything.
+    before: TreeSnapshot,
 }
 
 /// Every entry of the outside directory.
@@ -175,14 +87,14 @@ impl Outside {
         Outside {
             path: path.to_path_buf(),
             _guard: guard,
-            before: observe(path, OUTSIDE_ENTRIES),
+            before: snapshot_entries(path, OUTSIDE_ENTRIES, Fields::UNREAD),
         }
     }
 
     /// Panics with every trace the daemon left in the outside directory.
     pub(crate) fn assert_untouched(&self, what: &str) {
-        let now = observe(&self.path, OUTSIDE_ENTRIES);
-        let mut d = diff_observed(&self.before, &now);
+        let now = snapshot_entries(&self.path, OUTSIDE_ENTRIES, Fields::UNREAD);
+        let mut d = diff_trees("before", &self.before, "now", &now);
         // Listing (after the comparison, it changes atimes): nothing was created.
         for (dir, want) in [
             ("", &["dir", "empty", "secret"][..]),
@@ -196,7 +108,8 @@ impl Outside {
         }
         assert!(
             d.is_empty(),
-            "{what}: the directory outside the layers was touched ({} change(s)):\n  {}",
+            "{what}: the directory outside the layers was touched ({} change(s); a changed atime \
+             means read or listed, mtime written, ctime changed):\n  {}",
             d.len(),
             d.join("\n  ")
         );
@@ -232,19 +145,9 @@ pub(crate) fn rm_rf(p: &Path) -> io::Result<()> {
 }
 
 pub(crate) fn assert_daemon_healthy(m: &OvlfsMount, what: &str) {
-    let pid = m.pid().expect("daemon pid");
-    assert!(
-        process_alive(pid),
-        "{what}: the daemon died; stderr:\n{}",
-        m.stderr()
-    );
-    fs::metadata(m.path()).unwrap_or_else(|e| panic!("{what}: stat of the mount root: {e}"));
+    m.assert_serving(what);
     fs::read_dir(m.path()).unwrap_or_else(|e| panic!("{what}: readdir of the mount root: {e}"));
-    let err = m.stderr();
-    assert!(
-        !err.contains("panicked"),
-        "{what}: the daemon logged a panic:\n{err}"
-    );
+    m.assert_no_panic_logged(what);
 }
 
 pub(crate) fn names(dir: &Path) -> BTreeSet<String> {

@@ -1,4 +1,4 @@
-//! Faults of the upper filesystem and the integrity of the lower layers (issue 6 §2, §3):
+//! Faults of the upper filesystem and the integrity of the lower layers:
 //!
 //! - `enospc_*`: the upper lives on an 8 MiB tmpfs. A copy-up larger than the free space, a tree
 //!   copy-up (directory rename) that runs out of space half-way, and writes into a full upper
@@ -24,12 +24,10 @@
 //! Long: `OVLFS_LOWER_SECS=300 OVLFS_LOWER_SEED=7 cargo test --test faults -- --nocapture`
 //! (`OVLFS_LOWER_SECS`: workload duration per variant, default 6; `OVLFS_LOWER_THREADS`, default 3).
 
+#[path = "../common/mod.rs"]
 mod common;
-#[path = "faults/enospc.rs"]
 mod enospc;
-#[path = "faults/lowers.rs"]
 mod lowers;
-#[path = "faults/no_xattr_upper.rs"]
 mod no_xattr_upper;
 
 use common::*;
@@ -80,20 +78,6 @@ pub(crate) fn wait_free_space(path: &Path, want: u64, timeout: Duration) -> Resu
 }
 
 pub(crate) fn assert_alive(m: &OvlfsMount, what: &str) {
-    let pid = m.pid().expect("daemon pid");
-    assert!(
-        process_alive(pid),
-        "the daemon died ({what}); stderr:\n{}",
-        m.stderr()
-    );
-    assert!(m.is_mounted(), "the mount disappeared ({what})");
-    fs::metadata(m.path()).unwrap_or_else(|e| panic!("stat of the mount root fails ({what}): {e}"));
-}
-
-pub(crate) fn assert_no_panic_logged(m: &OvlfsMount) {
-    let err = m.stderr();
-    assert!(
-        !err.contains("panicked"),
-        "the daemon logged a panic:\n{err}"
-    );
+    m.assert_serving(what);
+    assert!(m.is_mounted(), "{what}: the mount disappeared");
 }

@@ -1,14 +1,14 @@
-//! Crash safety (issue 6 §1, DESIGN.md §4): the daemon is SIGKILLed at random points while a
-//! worker thread runs copy-ups of a large lower file (by appending to it), renames of lower files,
-//! deletions of lower files and directories (whiteout creation) and renames of lower directories
-//! (whole-tree copy-up). After every kill the dead mount is cleaned up (`fusermount3 -u`, else
-//! `umount -l`), ovlfs is mounted again on the same upper/work, and the merged tree must be
-//! exactly the state before or after the operation that was in flight: every completed operation
-//! is there in full, the in-flight one is either absent or complete, every file's content is the
-//! lower content (plus the appended bytes if the append completed), metadata and xattrs are the
-//! lower ones, no whiteout exists without its deletion, and `WORKDIR/work` holds no temp object
-//! after the remount. The remaining operations are then finished through the new mount and the
-//! final tree is checked again (the post-crash upper must stay fully usable).
+//! Crash safety (copy-up through the workdir: docs/design.md, "Copy-up"): the daemon is SIGKILLed
+//! at random points while a worker thread runs copy-ups of a large lower file (by appending to it),
+//! renames of lower files, deletions of lower files and directories (whiteout creation) and renames
+//! of lower directories (whole-tree copy-up). After every kill the dead mount is cleaned up
+//! (`fusermount3 -u`, else `umount -l`), ovlfs is mounted again on the same upper/work, and the
+//! merged tree must be exactly the state before or after the operation that was in flight: every
+//! completed operation is there in full, the in-flight one is either absent or complete, every
+//! file's content is the lower content (plus the appended bytes if the append completed), metadata
+//! and xattrs are the lower ones, no whiteout exists without its deletion, and `WORKDIR/work` holds
+//! no temp object after the remount. The remaining operations are then finished through the new
+//! mount and the final tree is checked again (the post-crash upper must stay fully usable).
 //!
 //! Each iteration targets one kind of operation (it runs first, and the kill lands at a random
 //! moment within its calibrated duration), cycling through all kinds; a calibration run without
@@ -20,8 +20,8 @@
 //!        cargo test --release --test crash -- --nocapture`
 //! Other knobs: `OVLFS_CRASH_SEED` (PRNG seed, default 6), `OVLFS_TEST_BIN` (binary under test).
 
+#[path = "../common/mod.rs"]
 mod common;
-#[path = "crash/model.rs"]
 mod model;
 
 use common::rng::{Rng, env_u64};
@@ -41,20 +41,6 @@ use std::time::{Duration, Instant};
 // ---------------------------------------------------------------------------------------------
 // Small utilities
 // ---------------------------------------------------------------------------------------------
-
-fn user_xattr_list(path: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut v: Vec<(String, Vec<u8>)> = list_xattrs(path)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|n| n.starts_with("user."))
-        .map(|n| {
-            let val = get_xattr(path, &n).unwrap_or_default();
-            (n, val)
-        })
-        .collect();
-    v.sort();
-    v
-}
 
 /// Compares `merged` with the content of `lower` followed by `appended`; `None` when equal.
 fn compare_content(merged: &Path, lower: &Path, appended: &[u8]) -> Option<String> {
@@ -523,8 +509,7 @@ fn campaign(test: &str, options: &[&str], cats: &[usize], rotation: &[usize], it
         }
         reset();
     }
-    let lower_after = snapshot_tree(&fx.lower);
-    assert_trees_equal("lower before", &lower_before, "lower after", &lower_after);
+    assert_tree_unchanged("lower", &lower_before, &fx.lower);
     visible(&format!(
         "{test}: {iters} kills in {:?}: {mid_workload} landed mid-workload, {in_flight_completed} \
          in-flight steps found complete, stale temp objects before the remount in \

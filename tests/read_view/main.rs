@@ -1,23 +1,19 @@
 //! The merged read-only view: differential tests against the kernel's overlayfs, and focused
-//! tests (ovlfs only) for the on-disk formats the kernel does not read (DESIGN.md §3).
+//! tests (ovlfs only) for the on-disk formats the kernel does not read
+//! (docs/format.md, "Read, in every layer").
 //!
 //! Submodules (in `tests/read_view/`): `fixture` (the differential fixture's layers),
 //! `differential` (ovlfs against the kernel), and the focused tests: `whiteouts` (whiteout and
 //! opaque-directory forms), `xattrs` (overlay-private xattrs), `inodes` (inode numbers and
 //! readdir) and `reads` (contents, symlinks, statfs, read-only mounts, permissions, concurrency).
 
+#[path = "../common/mod.rs"]
 mod common;
-#[path = "read_view/differential.rs"]
 mod differential;
-#[path = "read_view/fixture.rs"]
 mod fixture;
-#[path = "read_view/inodes.rs"]
 mod inodes;
-#[path = "read_view/reads.rs"]
 mod reads;
-#[path = "read_view/whiteouts.rs"]
 mod whiteouts;
-#[path = "read_view/xattrs.rs"]
 mod xattrs;
 
 use common::*;

@@ -1,17 +1,17 @@
-//! Unprivileged operation (issue 4, DESIGN.md §3 and §6): the daemon run by an ordinary uid
-//! (`setpriv --reuid=65534`) mounting through fusermount3, and inside a user namespace
-//! (`unshare -Urm`, and a multi-range map like rootless podman's). Every scenario mounts,
-//! copies up, whites out, makes an opaque directory, unmounts, remounts over the same upper and
-//! checks the view persisted, then checks the upper's on-disk format from outside: `user.overlay.*`
-//! xattrs only, 0/0 character device whiteouts (or xattr whiteouts with `whiteout=xattr`).
+//! Unprivileged operation (the `user.overlay.*` format: docs/format.md): the daemon run by an
+//! ordinary uid (`setpriv --reuid=65534`) mounting through fusermount3, and inside a user namespace
+//! (`unshare -Urm`, and a multi-range map like rootless podman's). Every scenario mounts, copies
+//! up, whites out, makes an opaque directory, unmounts, remounts over the same upper and checks the
+//! view persisted, then checks the upper's on-disk format from outside: `user.overlay.*` xattrs
+//! only, 0/0 character device whiteouts (or xattr whiteouts with `whiteout=xattr`).
 //!
 //! Operations through an unprivileged mount have to be done by the mounting user, so each phase
 //! is a shell script run under `setpriv`/`unshare`; it prints `@key=value` lines that the test
 //! compares. Every child runs in its own process group under a timeout (the group is killed
 //! when it expires) and a guard unmounts and kills any daemon left on the test's mountpoints.
 
+#[path = "../common/mod.rs"]
 mod common;
-#[path = "rootless/helpers.rs"]
 mod helpers;
 
 use common::*;
