@@ -72,6 +72,11 @@ fn sub_range(file: &str, name: &str, id: u32) -> (bool, u32) {
     (mine, free)
 }
 
+fn group_exists(name: &str) -> bool {
+    std::fs::read_to_string("/etc/group")
+        .is_ok_and(|g| g.lines().any(|l| l.split(':').next() == Some(name)))
+}
+
 fn run_admin(prog: &str, args: &[String]) -> Result<(), String> {
     let mut c = Command::new(prog);
     c.args(args);
@@ -89,17 +94,19 @@ fn ensure_test_user() -> Result<TestUser, String> {
             return Err("useradd is not installed (cannot create the test user)".into());
         }
         // No home: every scenario gives the user a private HOME under its scratch directory.
-        let r = run_admin(
-            "useradd",
-            &[
-                "--no-create-home".into(),
-                "--shell".into(),
-                "/usr/sbin/nologin".into(),
-                "--comment".into(),
-                "ovlfs container tests".into(),
-                TEST_USER.into(),
-            ],
-        );
+        let mut args: Vec<String> = vec![
+            "--no-create-home".into(),
+            "--shell".into(),
+            "/usr/sbin/nologin".into(),
+            "--comment".into(),
+            "ovlfs container tests".into(),
+        ];
+        // A group of that name left behind (the user removed by hand, say) is reused.
+        if group_exists(TEST_USER) {
+            args.extend(["--gid".into(), TEST_USER.into()]);
+        }
+        args.push(TEST_USER.into());
+        let r = run_admin("useradd", &args);
         // Another test process may have created it meanwhile.
         if passwd_entry(TEST_USER).is_none() {
             r?;

@@ -55,7 +55,14 @@ fn build_lowers(l1: &Path, l2: &Path, rng: &mut Rng) {
     write_random_file(&l2.join("d/l2only/h"), 100, rng);
     symlink("f/file00", &l1.join("sym"));
     symlink("d", &l1.join("symdir"));
-    symlink("/etc/passwd", &l1.join("abs"));
+    // An absolute link the workload follows on the host (open, truncate, chmod of its path):
+    // it must lead nowhere real, or the test would write to the host (it once named
+    // /etc/passwd and overwrote it).
+    let nowhere = l1
+        .parent()
+        .expect("scratch root")
+        .join("outside/never-created");
+    symlink(&nowhere, &l1.join("abs"));
     fifo(&l1.join("pipe"));
     for t in 0..16 {
         write_random_file(&l1.join(format!("mm/m{t}")), 20000 + t * 1000, rng);
