@@ -372,9 +372,9 @@ mod tests {
             panic!("not a mount");
         };
         std::fs::remove_dir(&l2).unwrap();
-        let message = open_layers(&config)
-            .err()
-            .expect("opening a removed layer fails");
+        let Err(message) = open_layers(&config) else {
+            panic!("opening a removed layer should fail");
+        };
         assert_eq!(
             message,
             format!(
