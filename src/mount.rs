@@ -161,8 +161,16 @@ fn mount(config: &Config, overlay: &Arc<Overlay>) -> Result<fuser::Session<Overl
         fuser::Session::new(fs, &config.mountpoint, &session_config(config)).map_err(|e| {
             // fusermount3's message comes with its newline.
             let text = e.to_string();
+            let hint = if e.raw_os_error() == Some(libc::ENOTCONN) {
+                format!(
+                    " (a dead FUSE mount is in the way: run fusermount3 -u {})",
+                    config.mountpoint.display()
+                )
+            } else {
+                String::new()
+            };
             format!(
-                "ovlfs: cannot mount on {}: {}",
+                "ovlfs: cannot mount on {}: {}{hint}",
                 config.mountpoint.display(),
                 text.split_whitespace().collect::<Vec<_>>().join(" ")
             )

@@ -767,3 +767,16 @@ pub fn local_time(secs: i64) -> Option<(u32, u32, u32, u32, u32)> {
         tm.tm_sec as u32,
     ))
 }
+
+/// `stat` that asks the filesystem itself (`AT_STATX_FORCE_SYNC`), bypassing attributes the
+/// kernel has cached: on a FUSE mount whose daemon died, cached attributes still answer a
+/// plain stat, this one fails with ENOTCONN.
+pub fn stat_uncached(path: &std::path::Path) -> SysResult<()> {
+    rustix::fs::statx(
+        rustix::fs::CWD,
+        path,
+        AtFlags::STATX_FORCE_SYNC,
+        rustix::fs::StatxFlags::BASIC_STATS,
+    )
+    .map(|_| ())
+}

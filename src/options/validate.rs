@@ -31,6 +31,8 @@ impl Dir {
             ))
         };
         let path = fs::canonicalize(given).map_err(|e| fail(&e))?;
+        // A dead FUSE mount still answers from the kernel's attribute cache: ask it.
+        crate::sys::stat_uncached(&path).map_err(|e| fail(&e.into()))?;
         let meta = fs::metadata(&path).map_err(|e| fail(&e))?;
         if !meta.is_dir() {
             return Err(fail(&io::Error::from_raw_os_error(libc::ENOTDIR)));
