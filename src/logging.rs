@@ -5,9 +5,9 @@
 //! apart. `OVLFS_SYSLOG_SOCKET` names another socket (for tests, or a syslog daemon listening
 //! elsewhere).
 //!
-//! Errors a serving daemon meets again and again (a failing layer, a full upper) go through
-//! [`log_limited`]: at most [`BURST`] lines per minute for each kind, with a count of those
-//! left out.
+//! Errors a serving daemon may meet again and again (a panicking request, a failing layer, a
+//! full upper) go through [`log_limited`]: at most [`BURST`] lines per minute for each kind,
+//! with a count of those left out.
 
 use std::collections::HashMap;
 use std::fmt;

@@ -231,8 +231,8 @@ const FILES: &[(&str, &str)] = &[
     (
         "/dev/log",
         "Where a detached daemon logs: RFC 3164 lines, facility daemon, tagged ovlfs[PID], \
-         each naming the mount point. Errors met while serving (a request that panicked, a \
-         failing layer) are logged at most 5 times a minute for each kind.",
+         each naming the mount point. A request that panicked (it is answered with EIO, \
+         the mount goes on) is logged at most 5 times a minute.",
     ),
 ];
 
