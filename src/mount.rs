@@ -283,8 +283,8 @@ fn serve(
     let mut background = match session.spawn() {
         Ok(b) => b,
         Err(e) => {
+            // fuser has unmounted already (dropping its handle on this error does).
             log::error!("cannot start the session: {e}");
-            lazy_unmount(&config.mountpoint);
             return 1;
         }
     };
