@@ -1,14 +1,14 @@
-//! The ovlfs demo: builds sample layers in a temp dir, mounts an overlay on them, shows the
-//! merged view, makes some changes, shows what landed in the upper layer, and unmounts.
+//! The ovlfs demo: builds sample layers in a temp dir, runs the `ovlfs` binary on them as a
+//! daemon (as a user or containers/storage would), shows the merged view, makes some changes,
+//! unmounts with `fusermount3 -u`, and shows what landed in the upper layer.
 //!
-//! Run with `cargo run --example demo` (as root, or as a user who may use /dev/fuse).
+//! Run with `cargo build --release && cargo run --release --example demo` (as root, or as a
+//! user who may use /dev/fuse); `bash .ci/run demo` does both.
 
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-use ovlfs::options::{self, Action};
 
 fn main() {
     if let Err(e) = run() {
@@ -83,7 +83,55 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The `ovlfs` binary next to this example (`target/<profile>/ovlfs`), unless `OVLFS_BIN`
+/// names another.
+fn ovlfs_binary() -> Result<PathBuf, String> {
+    if let Some(p) = std::env::var_os("OVLFS_BIN").filter(|p| !p.is_empty()) {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    // target/<profile>/examples/demo -> target/<profile>/ovlfs
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("ovlfs"))
+        .ok_or("cannot place the ovlfs binary")?;
+    if bin.is_file() {
+        Ok(bin)
+    } else {
+        Err(format!(
+            "{} is missing: build it first (cargo build --release), or set OVLFS_BIN",
+            bin.display()
+        ))
+    }
+}
+
+fn is_mounted(path: &Path) -> bool {
+    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let wanted = path.to_string_lossy();
+    info.lines()
+        .any(|l| l.split(' ').nth(4) == Some(wanted.as_ref()))
+}
+
+/// Unmounts on drop unless already unmounted, so a failing demo leaves no mount behind.
+struct Mounted<'a>(&'a Path);
+
+impl Drop for Mounted<'_> {
+    fn drop(&mut self) {
+        if is_mounted(self.0) {
+            let _ = Command::new("fusermount3")
+                .arg("-u")
+                .arg("-z")
+                .arg(self.0)
+                .status();
+        }
+    }
+}
+
 fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let ovlfs = ovlfs_binary()?;
     let temp = tempfile::tempdir()?;
     let (base, app, upper, work, merged) = build_layers(temp.path())?;
     let opts = format!(
@@ -93,32 +141,37 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         upper.display(),
         work.display()
     );
-    let args = ["-o".into(), opts.clone(), merged.display().to_string()];
-    let Action::Mount(config) = options::parse_args(args.iter().map(Into::into))? else {
-        return Err("unexpected command line".into());
-    };
-    println!("mounting: ovlfs -o {opts} {}", merged.display());
-    let session = ovlfs::mount::spawn_background(&config)?;
-    let result = (|| -> std::io::Result<()> {
-        show_tree("merged view (app over base)", &merged)?;
-        println!("--- changes through the mount ---");
-        println!("  echo 'edited' > etc/hostname   (copy-up of a lower file)");
-        fs::write(merged.join("etc/hostname"), "edited\n")?;
-        println!("  rm README                      (a lower file: leaves a whiteout)");
-        fs::remove_file(merged.join("README"))?;
-        println!("  mkdir data && echo hi > data/new.txt");
-        fs::create_dir(merged.join("data"))?;
-        fs::write(merged.join("data/new.txt"), "hi\n")?;
-        show_tree("merged view after the changes", &merged)?;
-        Ok(())
-    })();
-    session.umount_and_join()?;
-    result?;
-    show_tree("upper layer on disk", &upper)?;
-    let mounted = Command::new("findmnt")
+    println!("$ {} -o {opts} {}", ovlfs.display(), merged.display());
+    // Without -f ovlfs daemonizes, and returns only once the mount is live.
+    let status = Command::new(&ovlfs)
+        .arg("-o")
+        .arg(&opts)
         .arg(&merged)
-        .output()
-        .map(|o| o.status.success());
-    println!("unmounted: {}", !matches!(mounted, Ok(true)));
+        .status()?;
+    if !status.success() {
+        return Err(format!("ovlfs failed ({status})").into());
+    }
+    let guard = Mounted(&merged);
+    show_tree("merged view (app over base)", &merged)?;
+    println!("--- changes through the mount ---");
+    println!("  echo 'edited' > etc/hostname   (copy-up of a lower file)");
+    fs::write(merged.join("etc/hostname"), "edited\n")?;
+    println!("  rm README                      (a lower file: leaves a whiteout)");
+    fs::remove_file(merged.join("README"))?;
+    println!("  mkdir data && echo hi > data/new.txt");
+    fs::create_dir(merged.join("data"))?;
+    fs::write(merged.join("data/new.txt"), "hi\n")?;
+    show_tree("merged view after the changes", &merged)?;
+    println!("$ fusermount3 -u {}", merged.display());
+    let status = Command::new("fusermount3")
+        .arg("-u")
+        .arg(&merged)
+        .status()?;
+    if !status.success() {
+        return Err(format!("fusermount3 -u failed ({status})").into());
+    }
+    drop(guard);
+    show_tree("upper layer on disk", &upper)?;
+    println!("unmounted: {}", !is_mounted(&merged));
     Ok(())
 }

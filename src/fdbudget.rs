@@ -96,6 +96,13 @@ fn request_and_wait_below(mark: usize) {
         }
         if step % 5 == 0 {
             if held >= last {
+                crate::logging::warn_limited(
+                    "fd-limit-stall",
+                    format_args!(
+                        "{held} node fds held (mark {mark}) and the kernel frees no more: \
+                         requests go on without waiting"
+                    ),
+                );
                 break; // no progress in 25 ms
             }
             last = held;

@@ -31,13 +31,17 @@ pub struct OverlayFs {
 }
 
 fn errno(e: sys::Errno) -> Errno {
+    crate::logging::reply_error(e.raw_os_error());
     Errno::from_i32(e.raw_os_error())
 }
 
 /// Runs one request handler; a panic is logged and the request fails with EIO.
 fn guarded<F: FnOnce()>(op: &'static str, f: F) {
     if catch_unwind(AssertUnwindSafe(f)).is_err() {
-        log::error!("request {op} panicked; answered with EIO");
+        crate::logging::error_limited(
+            "request-panic",
+            format_args!("request {op} panicked; answered with EIO"),
+        );
     }
 }
 

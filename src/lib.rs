@@ -5,6 +5,7 @@
 
 // Request adapter: the command line, the FUSE session, the request dispatcher.
 pub(crate) mod fs; // the `fuser::Filesystem` impl: one thin call per request
+pub mod manpage; // the ovlfs(8) page, rendered from the option table `--help` shows
 pub mod mount; // session, daemonizing, signals (super.c's mount side)
 pub mod options; // argv and `-o` parsing into a validated `Config` (params.c)
 
@@ -37,8 +38,9 @@ pub(crate) mod request; // who asks, and what to make
 pub(crate) mod stat_override; // owners and modes kept in override_stat xattrs
 pub(crate) mod whiteout; // whiteouts, opaque directories, redirects, private xattrs
 
-// Every raw syscall and the only `unsafe`.
-pub(crate) mod sys;
+// Support used at every layer: logging (stderr, or syslog once detached), raw syscalls.
+pub mod logging; // stderr or syslog, rate-limited warnings
+pub(crate) mod sys; // every raw syscall and the only `unsafe`
 
 // What benchmarks and tools outside the crate use besides `options` and `mount`.
 pub use inode::{Node, ROOT_ID};

@@ -152,7 +152,7 @@ pub struct Resolved {
     /// Stat of the topmost object.
     pub stat: Stat,
     pub objects: Objects,
-    /// The inode number reported to users (see [`origin_ino`]).
+    /// The inode number reported to users (see `origin_ino`).
     pub ino: u64,
 }
 

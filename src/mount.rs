@@ -3,6 +3,7 @@
 
 use std::io;
 use std::os::fd::AsFd;
+use std::path::Path;
 use std::sync::Arc;
 
 use fuser::{MountOption, SessionACL};
@@ -93,18 +94,41 @@ pub fn session_config(config: &Config) -> fuser::Config {
     session
 }
 
+/// `fusermount3 -u [-z] -- PATH`, quietly; whether it succeeded.
+fn fusermount_u(mountpoint: &Path, lazy: bool) -> bool {
+    let mut cmd = std::process::Command::new("fusermount3");
+    cmd.arg("-u");
+    if lazy {
+        cmd.arg("-z");
+    }
+    cmd.arg("--")
+        .arg(mountpoint)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    matches!(cmd.status(), Ok(s) if s.success())
+}
+
+/// `umount`: with privileges directly, else through `fusermount3 -u`.
+fn unmount(mountpoint: &Path) -> io::Result<()> {
+    match sys::unmount(mountpoint) {
+        Ok(()) => Ok(()),
+        Err(sys::Errno::PERM) if fusermount_u(mountpoint, false) => Ok(()),
+        Err(sys::Errno::PERM) => Err(io::Error::other("fusermount3 -u failed")),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// `umount -l`: with privileges directly, else through `fusermount3 -u -z`.
-fn lazy_unmount(mountpoint: &std::path::Path) {
-    if sys::lazy_unmount(mountpoint).is_ok() {
+fn lazy_unmount(mountpoint: &Path) {
+    if sys::lazy_unmount(mountpoint).is_ok() || fusermount_u(mountpoint, true) {
         return;
     }
-    let status = std::process::Command::new("fusermount3")
-        .args(["-u", "-z"])
-        .arg(mountpoint)
-        .status();
-    if !matches!(status, Ok(s) if s.success()) {
-        log::error!("cannot detach {}", mountpoint.display());
-    }
+    log::error!(
+        "cannot detach {}: run fusermount3 -u -z {}",
+        mountpoint.display(),
+        mountpoint.display()
+    );
 }
 
 /// Starts the thread that keeps node fds under the open-file limit (see [`crate::reclaim`]).
@@ -137,8 +161,16 @@ fn mount(config: &Config, overlay: &Arc<Overlay>) -> Result<fuser::Session<Overl
         fuser::Session::new(fs, &config.mountpoint, &session_config(config)).map_err(|e| {
             // fusermount3's message comes with its newline.
             let text = e.to_string();
+            let hint = if e.raw_os_error() == Some(libc::ENOTCONN) {
+                format!(
+                    " (a dead FUSE mount is in the way: run fusermount3 -u {})",
+                    config.mountpoint.display()
+                )
+            } else {
+                String::new()
+            };
             format!(
-                "ovlfs: cannot mount on {}: {}",
+                "ovlfs: cannot mount on {}: {}{hint}",
                 config.mountpoint.display(),
                 text.split_whitespace().collect::<Vec<_>>().join(" ")
             )
@@ -171,10 +203,10 @@ pub fn run(config: &Config) -> i32 {
     let fd_limit = sys::raise_fd_limit();
     log::debug!("open-file limit: {fd_limit}");
     // Open the layers before forking so every error reaches the caller's terminal.
-    let overlay = match Overlay::new(config) {
+    let overlay = match open_layers(config) {
         Ok(o) => Arc::new(o),
-        Err(e) => {
-            eprintln!("ovlfs: cannot open the layers: {e}");
+        Err(message) => {
+            eprintln!("{message}");
             return 1;
         }
     };
@@ -223,7 +255,7 @@ fn serve(
     fd_limit: u64,
 ) -> i32 {
     sys::block_termination_signals();
-    let mut session = match mount(config, &overlay) {
+    let session = match mount(config, &overlay) {
         Ok(m) => m,
         Err(message) => {
             match ready {
@@ -239,9 +271,23 @@ fn serve(
         let _ = sys::write_all(pipe.as_fd(), b"ok");
         drop(pipe);
         sys::detach_stdio_and_session();
+        crate::logging::to_syslog(&config.mountpoint);
     }
     start_reclaim(&overlay, &session, fd_limit);
-    let mut unmounter = session.unmount_callable();
+    let dev = session.as_fd().try_clone_to_owned();
+    // The session runs on fuser's own thread, which owns no unmount handle: fuser's would
+    // unmount the mountpoint again after the kernel has ended the session (its check for
+    // "already unmounted" misreads the device), which warned "Failed to umount filesystem:
+    // Invalid argument" on every `fusermount3 -u` and, as root, unmounted whatever the
+    // mount had covered.
+    let mut background = match session.spawn() {
+        Ok(b) => b,
+        Err(e) => {
+            // fuser has unmounted already (dropping its handle on this error does).
+            log::error!("cannot start the session: {e}");
+            return 1;
+        }
+    };
     let mountpoint = config.mountpoint.clone();
     let _ = std::thread::Builder::new()
         .name("ovlfs-signals".into())
@@ -250,7 +296,7 @@ fn serve(
                 // Loops so a repeated signal is still handled if an unmount attempt raced.
                 let sig = sys::wait_for_termination_signal();
                 log::info!("signal {sig}: unmounting");
-                if let Err(e) = unmounter.unmount() {
+                if let Err(e) = unmount(&mountpoint) {
                     // Busy (a file is open inside): detach it from the namespace now, give
                     // in-flight requests a moment, then end the daemon; what is still open
                     // inside gets ENOTCONN, as with fuse-overlayfs.
@@ -261,11 +307,88 @@ fn serve(
                 }
             }
         });
-    match session.run() {
+    let worker = std::mem::replace(&mut background.guard, std::thread::spawn(|| Ok(())));
+    let result = worker
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("the session thread panicked")));
+    // Dropping the session would unmount again (see above): the kernel has ended it.
+    std::mem::forget(background);
+    match result {
         Ok(()) => 0,
         Err(e) => {
             log::error!("session ended with an error: {e}");
+            // The mount may still be there with nobody serving it: detach it.
+            if let Ok(dev) = dev
+                && !sys::fuse_connection_ended(dev.as_fd())
+            {
+                lazy_unmount(&config.mountpoint);
+            }
             1
         }
+    }
+}
+
+/// Opens the layers; an error names the layer that failed.
+fn open_layers(config: &Config) -> Result<Overlay, String> {
+    Overlay::new(config).map_err(|e| {
+        // The error itself does not say which layer: find the one that fails on its own.
+        let layers = config
+            .upperdir
+            .iter()
+            .map(|p| ("upperdir", p))
+            .chain(config.lowerdirs.iter().map(|p| ("lowerdir", p)));
+        for (what, path) in layers {
+            let opened = sys::open_layer_root(path).and_then(|fd| sys::stat_fd(fd.as_fd()));
+            if let Err(err) = opened {
+                return format!(
+                    "ovlfs: cannot open the layers: {what} {:?}: {}",
+                    path.to_string_lossy(),
+                    errno_text(&err.into())
+                );
+            }
+        }
+        format!("ovlfs: cannot open the layers: {}", errno_text(&e))
+    })
+}
+
+/// An error's text without the ` (os error N)` std appends.
+fn errno_text(err: &io::Error) -> String {
+    let text = err.to_string();
+    match text.rfind(" (os error ") {
+        Some(i) => text[..i].to_owned(),
+        None => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::options::{Action, parse_args};
+
+    /// A layer that cannot be opened (here: removed after the command line was checked) is
+    /// named in the error.
+    #[test]
+    fn layer_open_error_names_the_layer() {
+        let t = tempfile::tempdir().unwrap();
+        for d in ["l1", "l2", "m"] {
+            std::fs::create_dir(t.path().join(d)).unwrap();
+        }
+        let (l1, l2) = (t.path().join("l1"), t.path().join("l2"));
+        let opts = format!("lowerdir={}:{}", l1.display(), l2.display());
+        let args = ["-o".into(), opts, t.path().join("m").display().to_string()];
+        let Action::Mount(config) = parse_args(args.iter().map(Into::into)).unwrap() else {
+            panic!("not a mount");
+        };
+        std::fs::remove_dir(&l2).unwrap();
+        let Err(message) = open_layers(&config) else {
+            panic!("opening a removed layer should fail");
+        };
+        assert_eq!(
+            message,
+            format!(
+                "ovlfs: cannot open the layers: lowerdir {:?}: No such file or directory",
+                l2.display().to_string()
+            )
+        );
     }
 }

@@ -649,13 +649,15 @@ pub fn path_below(fd: BorrowedFd<'_>, root: &std::path::Path) -> Option<CString>
 }
 
 /// Returns free heap memory to the system (glibc keeps freed chunks of its arenas otherwise,
-/// so the daemon's RSS would stay at the peak of the largest tree ever walked).
+/// so the daemon's RSS would stay at the peak of the largest tree ever walked). A no-op on
+/// other C libraries: musl has no `malloc_trim` (its allocator returns memory by itself).
 pub fn release_free_memory() {
+    #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim only inspects and trims the allocator's own free lists; it is
     // thread-safe in glibc and takes no pointers from us.
     unsafe {
         libc::malloc_trim(0);
-    }
+    };
 }
 
 /// `FUSE_NOTIFY_PRUNE` (protocol 7.45): asks the kernel to drop the unused dentries of these
@@ -716,4 +718,65 @@ pub fn access_path(path: &std::path::Path, mode: u32) -> SysResult<()> {
 /// `chdir("/")`: a daemon must not keep the caller's directory (or its filesystem) busy.
 pub fn chdir_root() -> SysResult<()> {
     rustix::process::chdir(c"/")
+}
+
+// ---- unmounting, logging -------------------------------------------------------------------
+
+/// `umount2(path, 0)`.
+pub fn unmount(path: &std::path::Path) -> SysResult<()> {
+    rustix::mount::unmount(path, rustix::mount::UnmountFlags::empty())
+}
+
+/// Whether the kernel has ended the FUSE connection behind `dev` (unmounted or aborted):
+/// `/dev/fuse` then polls as `POLLERR`.
+pub fn fuse_connection_ended(dev: BorrowedFd<'_>) -> bool {
+    use rustix::event::{PollFd, PollFlags, Timespec, poll};
+    let mut fds = [PollFd::new(&dev, PollFlags::empty())];
+    let zero = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    loop {
+        match poll(&mut fds, Some(&zero)) {
+            Ok(_) => return fds[0].revents().contains(PollFlags::ERR),
+            Err(Errno::INTR) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// The local time of `secs` since the epoch: (month 0-11, day of month, hour, minute,
+/// second), as syslog lines carry it.
+pub fn local_time(secs: i64) -> Option<(u32, u32, u32, u32, u32)> {
+    // `as _`: time_t is 64-bit on every target here; naming it warns on musl.
+    let t = secs as _;
+    // SAFETY: tm is plain data that localtime_r fills; both pointers are to live locals, and
+    // localtime_r (unlike localtime) keeps no shared result buffer.
+    let tm = unsafe {
+        let mut tm: libc::tm = std::mem::zeroed();
+        if libc::localtime_r(&t, &mut tm).is_null() {
+            return None;
+        }
+        tm
+    };
+    Some((
+        tm.tm_mon as u32,
+        tm.tm_mday as u32,
+        tm.tm_hour as u32,
+        tm.tm_min as u32,
+        tm.tm_sec as u32,
+    ))
+}
+
+/// `stat` that asks the filesystem itself (`AT_STATX_FORCE_SYNC`), bypassing attributes the
+/// kernel has cached: on a FUSE mount whose daemon died, cached attributes still answer a
+/// plain stat, this one fails with ENOTCONN.
+pub fn stat_uncached(path: &std::path::Path) -> SysResult<()> {
+    rustix::fs::statx(
+        rustix::fs::CWD,
+        path,
+        AtFlags::STATX_FORCE_SYNC,
+        rustix::fs::StatxFlags::BASIC_STATS,
+    )
+    .map(|_| ())
 }

@@ -7,8 +7,8 @@
 //! process (after the daemon's fork), so `/proc/locks` names the daemon and a second mount
 //! can say which process holds the workdir.
 //!
-//! Nothing on disk changes before the mount succeeded: [`WorkdirLock::acquire`] only opens and
-//! locks; `work` is created and emptied by [`WorkdirLock::prepare`], which runs once the FUSE
+//! Nothing on disk changes before the mount succeeded: `WorkdirLock::acquire` only opens and
+//! locks; `work` is created and emptied by `WorkdirLock::prepare`, which runs once the FUSE
 //! mount is live and before any request is served.
 
 use std::ffi::{OsStr, OsString};

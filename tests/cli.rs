@@ -914,21 +914,60 @@ fn bad_command_lines_fail_cleanly() {
     assert!(ran >= 25, "only {ran} cases ran");
 }
 
+/// `--version`: first the line podman shows first under `mount_program` (fuse-overlayfs's
+/// shape, `NAME: version X`), then one item per line: the commit (in a checkout), the FUSE
+/// protocol, the target, the features.
 #[test]
-fn version_prints_one_line() {
+fn version_names_version_commit_protocol_and_features() {
     let dir = tempfile::tempdir().unwrap();
     for flag in ["--version", "-V"] {
         let out = run_binary(&[flag.to_owned()], dir.path(), None).unwrap();
         assert_eq!(out.status.code(), Some(0), "{flag}: {:?}", out.stderr);
-        let line = out.stdout.strip_suffix('\n').unwrap_or(&out.stdout);
-        assert!(
-            !line.is_empty() && !line.contains('\n'),
+        assert_eq!(out.stderr, "", "{flag}");
+        let lines: Vec<&str> = out.stdout.lines().collect();
+        assert_eq!(
+            lines.first().copied(),
+            Some(concat!("ovlfs: version ", env!("CARGO_PKG_VERSION"))),
             "{flag}: {:?}",
             out.stdout
         );
-        assert!(line.starts_with("ovlfs "), "{line:?}");
-        assert!(line.contains(env!("CARGO_PKG_VERSION")), "{line:?}");
-        assert_eq!(out.stderr, "", "{flag}");
+        assert!(out.stdout.ends_with('\n'), "{flag}: {:?}", out.stdout);
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("FUSE kernel interface version 7.")
+                    && l.contains("(fuser 0.")),
+            "{flag}: no FUSE protocol line: {:?}",
+            out.stdout
+        );
+        assert!(
+            lines.iter().any(|l| l.starts_with("feature: ")),
+            "{flag}: no feature lines: {:?}",
+            out.stdout
+        );
+        // Built in this checkout: the commit it was built from.
+        let head = std::process::Command::new("git")
+            .args([
+                "-C",
+                env!("CARGO_MANIFEST_DIR"),
+                "rev-parse",
+                "--short",
+                "HEAD",
+            ])
+            .output();
+        if let Ok(h) = head
+            && h.status.success()
+            && std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join(".git")
+                .exists()
+        {
+            let head = String::from_utf8_lossy(&h.stdout).trim().to_owned();
+            let commit = lines.iter().find_map(|l| l.strip_prefix("commit: "));
+            assert!(
+                commit.is_some_and(|c| c == head || c == format!("{head}-dirty")),
+                "{flag}: commit line {commit:?}, HEAD is {head}"
+            );
+        }
     }
 }
 

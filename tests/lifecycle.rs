@@ -8,7 +8,7 @@ use common::*;
 use rustix::process::Signal;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const BODY_SECS: u64 = 30;
@@ -520,4 +520,88 @@ fn foreground_keeps_the_callers_directory() {
         .mount(&root.join("m"));
     assert_eq!(cwd_of(m.pid().expect("pid")), root);
     assert_serves(&m);
+}
+
+/// `fusermount3 -u` of a foreground mount laid over another mount: the process exits 0
+/// without warnings, and the mount it covered stays (the FUSE library used to unmount the
+/// mountpoint a second time once the session had ended, which, as root, took away the
+/// covered mount, and otherwise warned "Failed to umount filesystem: Invalid argument").
+#[test]
+fn fusermount_u_keeps_the_covered_mount_and_stderr_clean() {
+    if !require_root("fusermount_u_keeps_the_covered_mount_and_stderr_clean") {
+        return;
+    }
+    let (_t, root) = two_lowers();
+    let mnt = root.join("m");
+    let _tmpfs = MountGuard::mount(&["-t", "tmpfs", "tmpfs"], &mnt).expect("tmpfs under m");
+    for daemon in [false, true] {
+        let mut m = if daemon {
+            lowers(&root).mount_daemon(&mnt)
+        } else {
+            lowers(&root).mount(&mnt)
+        };
+        assert_serves(&m);
+        assert!(m.fusermount_u(), "fusermount3 -u failed");
+        let st = m.wait_exit(WAIT);
+        assert!(st.is_some(), "ovlfs still running after fusermount3 -u");
+        if let Some(Some(st)) = st {
+            assert!(st.success(), "ovlfs -f exited with {st}: {}", m.stderr());
+        }
+        let stderr = m.stderr();
+        assert!(
+            !stderr.contains("umount") && !stderr.contains("Unmount"),
+            "daemon {daemon}: unmount warning on stderr:\n{stderr}"
+        );
+        let under = find_mount(&mnt).map(|i| i.fstype);
+        assert_eq!(
+            under.as_deref(),
+            Some("tmpfs"),
+            "daemon {daemon}: the tmpfs ovlfs covered is gone"
+        );
+    }
+}
+
+/// A mountpoint (or a layer) on a mount whose daemon was killed fails with one line that
+/// says how to clear it.
+#[test]
+fn dead_mountpoint_error_says_how_to_clear_it() {
+    if !using_default_binary() {
+        return;
+    }
+    let (_t, root) = two_lowers();
+    let mut dead = lowers(&root).mount(&root.join("m"));
+    dead.signal(Signal::KILL).expect("SIGKILL");
+    assert!(dead.wait_exit(WAIT).is_some(), "killed daemon still there");
+    let mnt = dead.path().to_path_buf();
+    // (A plain stat of the root may still succeed: the kernel caches its attributes.)
+    assert_eq!(
+        fs::read_dir(&mnt).err().and_then(|e| e.raw_os_error()),
+        Some(libc::ENOTCONN),
+        "the mount should be dead"
+    );
+    let hint = format!("run fusermount3 -u {}", mnt.display());
+    // Mounting over it.
+    let out = run_cmd(
+        lowers(&root).command(&mnt, false).stdout(Stdio::null()),
+        WAIT,
+    )
+    .expect("run ovlfs");
+    assert_one_line_failure("mount over a dead mount", &out, &hint);
+    assert!(
+        out.stderr.contains("Transport endpoint is not connected"),
+        "{}",
+        out.stderr
+    );
+    // A lower inside it.
+    let elsewhere = root.join("elsewhere");
+    mkdirs(&elsewhere);
+    let out = run_cmd(
+        Ovlfs::new([mnt.join("d")])
+            .command(&elsewhere, false)
+            .stdout(Stdio::null()),
+        WAIT,
+    )
+    .expect("run ovlfs");
+    assert_one_line_failure("a lower inside a dead mount", &out, &hint);
+    reap_strays(&elsewhere);
 }

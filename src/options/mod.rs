@@ -13,9 +13,15 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub(crate) mod help;
+mod helper;
 mod unknown;
 mod validate;
 mod values;
+mod version;
+
+pub use helper::{HelperArgs, invoked_as_mount_helper, mount_helper_args};
+pub use version::VERSION_LINE;
 
 use validate::validate;
 use values::*;
@@ -30,95 +36,28 @@ pub enum Action {
     Mount(Box<Config>),
 }
 
-/// The one line `--version` prints.
-pub const VERSION_LINE: &str = concat!("ovlfs ", env!("CARGO_PKG_VERSION"));
-
 /// The kernel's limit on stacked lower layers (OVL_MAX_STACK).
 pub const MAX_LOWER_LAYERS: usize = 500;
 
 /// Upper bound for `threads=N`.
 pub const MAX_THREADS: usize = 1024;
 
-/// The one line `--version` prints (`ovlfs 0.1.0`).
+/// The first line `--version` prints (`ovlfs: version 0.1.0`).
 pub fn version_line() -> &'static str {
     VERSION_LINE
 }
 
-/// The `--help` text, ending with a newline.
-pub fn usage() -> &'static str {
-    USAGE
+/// The whole `--version` text (the version, then the commit, the FUSE protocol, the target
+/// and the features built in, one per line), ending with a newline.
+pub fn version() -> String {
+    version::version_text()
 }
 
-const USAGE: &str = "\
-usage: ovlfs [-f] [-d] [-o OPT[,OPT...]]... MERGED
-       ovlfs SOURCE MERGED -o OPT[,OPT...]      (as a mount helper)
-
-A userspace overlay filesystem (drop-in for fuse-overlayfs): merges read-only lower
-directories with a writable upper directory at MERGED.
-
-flags:
-  -f                   stay in the foreground
-  -d                   debug logging (implies -f)
-  --debug              debug logging, without -f
-  -s                   single-threaded (same as -o threads=1)
-  -o OPTS              comma-separated mount options (repeatable; also -oOPTS)
-  -h, --help           print this help and exit
-  -V, --version        print the version and exit
-
-layers:
-  lowerdir=L1:L2:...   lower layers, leftmost on top (at most 500); \\: escapes a colon
-                       inside a path, \\, a comma; each may be a symlink to the layer
-  lowerdir+=L          append one lower layer (taken literally)
-  upperdir=U           writable upper layer (without it the mount is read-only)
-  workdir=W            work directory on the same filesystem as U, outside U
-
-ovlfs options:
-  whiteout=chardev|xattr|auto
-                       how deletions are recorded in the upper (default chardev)
-  userxattr            use user.overlay.* xattrs even when privileged
-  passthrough=auto|on|off
-                       FUSE passthrough for file data (default auto)
-  threads=N            worker threads (default: from the number of CPUs)
-
-fuse-overlayfs options:
-  uidmapping=C:H:N[:C:H:N...]
-  gidmapping=C:H:N[:C:H:N...]
-                       ids C..C+N-1 on disk show as H..H+N-1 through the mount
-                       (ids given through the mount map back; ids on disk
-                       outside every range show as the overflow id)
-  squash_to_root       every file appears owned by root
-  squash_to_uid=UID    every file appears owned by UID
-  squash_to_gid=GID    every file appears owned by group GID
-  static_nlink         report st_nlink 1 for directories
-  noacl                no POSIX ACL support
-  timeout=SECONDS      entry/attribute cache timeout (fractions allowed)
-  threaded=0|1         threaded=0 means a single worker thread
-  fsync=0|1            fsync=0: do not sync copied-up data (default 1)
-  volatile             same as fsync=0
-  writeback=0|1        use the kernel writeback cache (default 1)
-  ino32_t              report 32-bit inode numbers
-  debug                same as -d
-  xattr_permissions=0|1|2
-                       keep owners and modes in an xattr instead of the upper's
-                       real ones: 1 in security.fuseoverlayfs.override_stat,
-                       2 in user.containers.override_stat (default 0: off)
-  xino=on|off|auto, context=\"...\", fast_ino, plugins=...,
-  noxattrs=N, redirect_dir=...
-                       accepted for compatibility and ignored
-
-FUSE / mount options, passed to the kernel mount:
-  allow_other, allow_root, default_permissions, auto_unmount, ro, rw, dev, nodev,
-  suid, nosuid, exec, noexec, atime, noatime, relatime, strictatime, diratime,
-  nodiratime, lazytime, sync, async, dirsync, nonempty, fsname=NAME,
-  subtype=NAME (the mount shows as fuse.NAME), max_read=N;
-  blksize=N is accepted and ignored (only block-device FUSE mounts take it)
-
-fstab-only options (defaults, noauto, nofail, _netdev, user, users, x-*, ...) are
-dropped; other unknown options are ignored with a warning, except what looks like a
-typo (a near-miss of a known name, a name with spaces around it, an unknown *dir
-option) or like the rest of a path cut at an unescaped comma: those are errors.
-Unmount with `fusermount3 -u MERGED`.
-";
+/// The `--help` text, ending with a newline: rendered from the option table that the man
+/// page is rendered from too.
+pub fn usage() -> String {
+    help::render_usage()
+}
 
 /// A command line error: one line naming the problem, starting with `ovlfs: `.
 #[derive(Debug, Clone, PartialEq, Eq)]

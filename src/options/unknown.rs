@@ -8,7 +8,7 @@
 use super::*;
 
 /// Every option name the parser accepts (besides `x-*`), for suggestions.
-const KNOWN: &[&str] = &[
+pub(super) const KNOWN: &[&str] = &[
     "lowerdir",
     "lowerdir+",
     "datadir+",

@@ -18,8 +18,9 @@ fn help_and_version() {
         Action::Help
     );
     assert_eq!(version_line(), VERSION_LINE);
-    assert!(VERSION_LINE.starts_with("ovlfs "));
+    assert!(VERSION_LINE.starts_with("ovlfs: version "));
     assert!(!VERSION_LINE.contains('\n'));
+    assert!(version().starts_with(&format!("{VERSION_LINE}\n")));
 }
 
 #[test]
@@ -64,5 +65,62 @@ fn usage_lists_every_option() {
     }
     for name in FUSE_FLAGS.iter().chain(FUSE_VALUED) {
         assert!(u.contains(name), "usage lacks {name}");
+    }
+}
+
+/// Every name the parser accepts is in the option table (so in --help and the man page),
+/// and every name in the table is one the parser accepts.
+#[test]
+fn option_table_matches_the_parser() {
+    let documented = help::documented_names();
+    let accepted: Vec<&str> = unknown::KNOWN
+        .iter()
+        .chain(FUSE_FLAGS)
+        .chain(FUSE_VALUED)
+        .chain(NO_VALUE)
+        .copied()
+        // Refused with a message of its own; fstab comments are dropped silently.
+        .filter(|n| !matches!(*n, "datadir+" | "comment"))
+        .collect();
+    for name in &accepted {
+        assert!(documented.contains(name), "option table lacks {name}");
+    }
+    for name in &documented {
+        if name.starts_with('-') {
+            continue;
+        }
+        assert!(accepted.contains(name), "option table has unknown {name}");
+    }
+    for flag in [
+        "-f",
+        "-d",
+        "--debug",
+        "-s",
+        "-o",
+        "-h",
+        "--help",
+        "-V",
+        "--version",
+    ] {
+        assert!(documented.contains(&flag), "option table lacks {flag}");
+    }
+}
+
+/// The help text keeps what it listed before it was rendered from the table.
+#[test]
+fn usage_keeps_its_sections() {
+    let u = usage();
+    for heading in [
+        "usage: ovlfs [-f] [-d]",
+        "       ovlfs SOURCE MERGED -o OPT[,OPT...]",
+        "\nflags:\n",
+        "\nlayers:\n",
+        "\novlfs options:\n",
+        "\nfuse-overlayfs options:\n",
+        "\nFUSE / mount options, passed to the kernel mount:\n",
+        "fstab-only options",
+        "Unmount with `fusermount3 -u MERGED`.",
+    ] {
+        assert!(u.contains(heading), "usage lacks {heading:?}:\n{u}");
     }
 }

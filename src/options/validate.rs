@@ -24,12 +24,15 @@ impl Dir {
     fn resolve(what: &str, given: &Path, access: u32) -> Result<Dir> {
         let fail = |e: &io::Error| {
             OptionsError::new(format_args!(
-                "{what} {}: {}",
+                "{what} {}: {}{}",
                 quote_path(given),
-                errno_text(e)
+                errno_text(e),
+                dead_mount_hint(given, e)
             ))
         };
         let path = fs::canonicalize(given).map_err(|e| fail(&e))?;
+        // A dead FUSE mount still answers from the kernel's attribute cache: ask it.
+        crate::sys::stat_uncached(&path).map_err(|e| fail(&e.into()))?;
         let meta = fs::metadata(&path).map_err(|e| fail(&e))?;
         if !meta.is_dir() {
             return Err(fail(&io::Error::from_raw_os_error(libc::ENOTDIR)));
@@ -76,6 +79,42 @@ impl Dir {
     fn shown(&self) -> String {
         quote_path(&self.path)
     }
+}
+
+/// For ENOTCONN, what to do about it: the path is on a FUSE mount whose daemon has died (it
+/// was killed, or crashed), which stays in the way until it is unmounted.
+fn dead_mount_hint(given: &Path, err: &io::Error) -> String {
+    if err.raw_os_error() != Some(libc::ENOTCONN) {
+        return String::new();
+    }
+    let absolute = std::env::current_dir()
+        .map(|cwd| cwd.join(given))
+        .unwrap_or_else(|_| given.to_path_buf());
+    // The dead mount is the shortest prefix that cannot be stat'ed: its parent still can.
+    let mut prefix = PathBuf::new();
+    let mut dead = absolute.clone();
+    for component in absolute.components() {
+        prefix.push(component);
+        if let Err(e) = fs::symlink_metadata(&prefix)
+            && e.raw_os_error() == Some(libc::ENOTCONN)
+        {
+            dead = prefix;
+            break;
+        }
+    }
+    let shown = dead.to_string_lossy();
+    let arg = if shown
+        .bytes()
+        .all(|c| c.is_ascii_alphanumeric() || b"/._-+,:=@".contains(&c))
+    {
+        shown.into_owned()
+    } else {
+        format!("'{}'", shown.replace('\'', "'\\''"))
+    };
+    format!(
+        " (the daemon serving {} has died: run fusermount3 -u {arg})",
+        quote_path(&dead)
+    )
 }
 
 /// Checks every path and the relations between the layers; builds the [`Config`].

@@ -112,6 +112,11 @@ pub(crate) struct Launch {
 }
 
 impl Launch {
+    /// The launcher's exit code (`None`: killed, or still running at the timeout).
+    pub(crate) fn status_code(&self) -> Option<i32> {
+        self.status.and_then(|s| s.code())
+    }
+
     /// Asserts exit 0 with the mount live at that moment.
     pub(crate) fn ok(self, what: &str) -> Mounted {
         assert!(

@@ -152,3 +152,60 @@ fn mount_fuse3_and_mount_t_fuse() {
     pl.exercise(m.path(), "via_mount_t_fuse_ovlfs");
     m.unmount_with("umount", &[]);
 }
+
+/// Started as `mount.fuse.ovlfs` (what mount(8) runs for `-t fuse.ovlfs`, found as
+/// /sbin/mount.fuse.ovlfs), ovlfs takes mount(8)'s helper flags: `-n`, `-s` (sloppy) and `-v`
+/// are ignored, `-f` (fake) checks the command line and mounts nothing, `-N` is refused.
+#[test]
+fn started_as_mount_helper_takes_mount_flags() {
+    let test = "started_as_mount_helper_takes_mount_flags";
+    if !require_root(test) {
+        return;
+    }
+    let pl = Plain::new();
+    let mnt = pl.p("mnt");
+    let helper = pl.p("bin/mount.fuse.ovlfs");
+    symlink(ovlfs_bin(), &helper);
+    let opts = format!("rw,{}", pl.layer_opts());
+    let args = |flags: &[&str]| -> Vec<OsString> {
+        let mut v: Vec<OsString> = vec!["ovlfs".into(), mnt.clone().into()];
+        v.extend(flags.iter().map(OsString::from));
+        v.extend(["-o".into(), OsString::from(&opts)]);
+        v
+    };
+    // Fake: exit 0, nothing mounted, nothing left running.
+    let l = launch(
+        helper.as_os_str(),
+        &args(&["-f", "-v"]),
+        &pl.root,
+        None,
+        &mnt,
+    );
+    assert!(
+        l.status_code() == Some(0) && !l.mounted_at_exit,
+        "mount.fuse.ovlfs -f: {:?} mounted {}; {}",
+        l.status_code(),
+        l.mounted_at_exit,
+        l.stderr
+    );
+    // Refused: one line, non-zero.
+    let bad = args(&["-N", "/proc/1/ns/mnt"]);
+    let l = launch(helper.as_os_str(), &bad, &pl.root, None, &mnt);
+    assert!(
+        l.status_code().is_some_and(|c| c != 0) && !l.mounted_at_exit,
+        "{}",
+        l.stderr
+    );
+    assert_eq!(l.stderr.trim().lines().count(), 1, "{:?}", l.stderr);
+    // -n -s -v: a normal daemon mount.
+    let m = launch(
+        helper.as_os_str(),
+        &args(&["-n", "-s", "-v"]),
+        &pl.root,
+        None,
+        &mnt,
+    )
+    .ok("mount.fuse.ovlfs SOURCE MNT -n -s -v -o …");
+    pl.exercise(m.path(), "via_helper_name");
+    m.unmount_with("umount", &[]);
+}
