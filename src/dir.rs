@@ -19,6 +19,15 @@ use crate::sys::{self, Errno, RenameFlags, SysResult};
 use crate::whiteout::{self, WhiteoutForm};
 use crate::workdir::{DirTimes, Publish, Staged, remove_any, restore_times};
 
+/// Where a rename puts its object: the merged directory, its upper fd, the name, and whether
+/// the first resolution of that name came from a lower layer.
+struct Target<'a> {
+    dir: &'a Node,
+    upper: BorrowedFd<'a>,
+    name: &'a OsStr,
+    seen_in_lower: bool,
+}
+
 impl Overlay {
     /// Copies `node` up and returns a duplicate of its upper fd (no lock held afterwards).
     fn upper_fd_of(&self, node: &Arc<Node>) -> SysResult<OwnedFd> {
@@ -41,7 +50,12 @@ impl Overlay {
 
     /// Whether `name` is visible in the lower layers of directory `parent` (so deleting or
     /// renaming it in the upper needs a whiteout, and a new directory there must be opaque).
-    fn lower_has(&self, parent: &Node, name: &OsStr) -> SysResult<bool> {
+    /// `seen_in_lower`: the request's first resolution of the name came from a lower layer,
+    /// which answers the question without another lookup.
+    fn lower_has(&self, parent: &Node, name: &OsStr, seen_in_lower: bool) -> SysResult<bool> {
+        if seen_in_lower {
+            return Ok(true);
+        }
         let state = parent.read();
         let lowers: Vec<_> = state
             .layer_fds()
@@ -293,10 +307,11 @@ impl Overlay {
         if is_rmdir {
             self.ensure_empty(&child)?;
         }
+        let seen_in_lower = !self.stack.is_upper(child.objects.top().layer);
         let child = self.copy_up_if_linked(&parent_node, name, child)?;
         let upper_dir = self.upper_fd_of(&parent_node)?;
         let in_upper = self.stack.is_upper(child.objects.top().layer);
-        if self.lower_has(&parent_node, name)? {
+        if self.lower_has(&parent_node, name, seen_in_lower)? {
             return self.whiteout_name(upper_dir.as_fd(), name, in_upper);
         }
         if !in_upper {
@@ -443,6 +458,11 @@ impl Overlay {
             return Err(Errno::NOENT);
         }
         let src_is_dir = src.is_dir();
+        // What the first resolutions saw, for the whiteout and opacity decisions below.
+        let src_seen_in_lower = !self.stack.is_upper(src.objects.top().layer);
+        let dst_seen_in_lower = dst
+            .as_ref()
+            .is_some_and(|d| !self.stack.is_upper(d.objects.top().layer));
         let src_node = self.child_node(&old_dir, oldname, src);
         let dst = match dst {
             Some(d) if !exchange => Some(self.copy_up_if_linked(&new_dir, newname, d)?),
@@ -470,11 +490,11 @@ impl Overlay {
         let (old_upper, new_upper) = (old_upper.as_fd(), new_upper.as_fd());
         if exchange {
             // A directory landing where a lower layer shows the same name must hide it.
-            if src_is_dir && self.lower_has(&new_dir, newname)? {
+            if src_is_dir && self.lower_has(&new_dir, newname, dst_seen_in_lower)? {
                 whiteout::set_opaque(self.xattr_ns, src_node.read().top_fd()?.as_fd())?;
             }
             if let Some((node, true)) = &dst_node
-                && self.lower_has(&old_dir, oldname)?
+                && self.lower_has(&old_dir, oldname, src_seen_in_lower)?
             {
                 whiteout::set_opaque(self.xattr_ns, node.read().top_fd()?.as_fd())?;
             }
@@ -486,8 +506,14 @@ impl Overlay {
                 RenameFlags::EXCHANGE,
             )?;
         } else {
-            self.prepare_target(&new_dir, new_upper, newname, src_is_dir, &src_node)?;
-            let whiteout_old = self.lower_has(&old_dir, oldname)?;
+            let target = Target {
+                dir: &new_dir,
+                upper: new_upper,
+                name: newname,
+                seen_in_lower: dst_seen_in_lower,
+            };
+            self.prepare_target(target, src_is_dir, &src_node)?;
+            let whiteout_old = self.lower_has(&old_dir, oldname, src_seen_in_lower)?;
             // RENAME_WHITEOUT leaves a 0/0 whiteout in the same atomic step (another configured
             // form then replaces it, atomically too); where it is refused, the whiteout
             // follows the rename.
@@ -523,24 +549,28 @@ impl Overlay {
     /// upper directory there, and makes a moved directory opaque over a lower one.
     fn prepare_target(
         &self,
-        new_dir: &Node,
-        new_upper: BorrowedFd<'_>,
-        newname: &OsStr,
+        target: Target<'_>,
         src_is_dir: bool,
         src_node: &Node,
     ) -> SysResult<()> {
-        match sys::stat_at(new_upper, newname) {
+        let Target {
+            dir,
+            upper,
+            name,
+            seen_in_lower,
+        } = target;
+        match sys::stat_at(upper, name) {
             // A directory cannot be renamed over a (non-directory) whiteout: drop it first.
-            Ok(st) if src_is_dir && whiteout::is_whiteout_at(new_upper, newname, &st) => {
-                sys::unlink_at(new_upper, newname)?;
+            Ok(st) if src_is_dir && whiteout::is_whiteout_at(upper, name, &st) => {
+                sys::unlink_at(upper, name)?;
             }
             Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => {
-                let fd = sys::open_at(new_upper, newname, OFlags::RDONLY | OFlags::DIRECTORY, 0)?;
+                let fd = sys::open_at(upper, name, OFlags::RDONLY | OFlags::DIRECTORY, 0)?;
                 sys::remove_tree_contents(fd.as_fd())?;
             }
             _ => {}
         }
-        if src_is_dir && self.lower_has(new_dir, newname)? {
+        if src_is_dir && self.lower_has(dir, name, seen_in_lower)? {
             whiteout::set_opaque(self.xattr_ns, src_node.read().top_fd()?.as_fd())?;
         }
         Ok(())
