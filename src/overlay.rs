@@ -47,7 +47,7 @@ pub struct Overlay {
     pub passthrough_on: AtomicBool,
     pub writeback_on: AtomicBool,
     /// `WORKDIR/work`: where copy-up builds objects before renaming them into the upper.
-    /// Set once the mount is live (see [`crate::workdir`]).
+    /// Set once the mount is live (see the `workdir` module).
     pub work: std::sync::OnceLock<crate::workdir::Work>,
     pub hardlinks: crate::linkmap::HardlinkIndex,
 }
@@ -200,7 +200,7 @@ impl Overlay {
     }
 
     /// The stat of an object of `layer` as users see it: with the owner and mode its layer
-    /// keeps in an xattr (see [`crate::stat_override`]), before id mapping.
+    /// keeps in an xattr (see the `stat_override` module), before id mapping.
     pub fn stat_object(&self, layer: usize, fd: std::os::fd::BorrowedFd<'_>) -> SysResult<Stat> {
         let mut st = sys::stat_fd(fd)?;
         self.stored_owner(layer, fd, &mut st);

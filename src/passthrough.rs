@@ -55,7 +55,7 @@ impl Overlay {
     }
 
     /// Chooses the data path of a new open of `node` whose real fd is `fd`. `clear_sgid`:
-    /// this open's writes must clear setgid (see [`crate::killpriv`]), which only the daemon
+    /// this open's writes must clear setgid (see the `killpriv` module), which only the daemon
     /// path does; returns whether that is still to be done.
     pub fn choose_data_path(
         &self,
