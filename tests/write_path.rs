@@ -21,6 +21,21 @@ fn layers(root: &Path) {
     }
 }
 
+/// A scratch root with `lower`, `upper`, `work` and `mnt`, `lower` filled by `fill`, mounted
+/// with `opts`.
+fn mounted(fill: impl FnOnce(&Path), opts: &[&str]) -> (tempfile::TempDir, OvlfsMount) {
+    let t = tempfile::tempdir().expect("tempdir");
+    let root = t.path();
+    layers(root);
+    fill(&root.join("lower"));
+    let mut o = Ovlfs::new([root.join("lower")]).upper(root.join("upper"), root.join("work"));
+    for opt in opts {
+        o = o.opt(opt);
+    }
+    let m = o.mount(&root.join("mnt"));
+    (t, m)
+}
+
 #[test]
 fn sparse_file_stays_sparse_after_copy_up() {
     if !require_root("sparse_file_stays_sparse_after_copy_up") {
@@ -106,12 +121,8 @@ fn zero_zero_device_is_refused_through_the_mount() {
     if !require_root("zero_zero_device_is_refused_through_the_mount") {
         return;
     }
-    let t = tempfile::tempdir().expect("tempdir");
+    let (t, m) = mounted(|_| {}, &[]);
     let root = t.path();
-    layers(root);
-    let m = Ovlfs::new([root.join("lower")])
-        .upper(root.join("upper"), root.join("work"))
-        .mount(&root.join("mnt"));
     let p = m.join("wh");
     let err = with_watchdog(BODY_SECS, m.path(), move || {
         rustix::fs::mknodat(
@@ -282,13 +293,7 @@ fn partial_write_through_a_write_only_create_handle() {
     if !require_root("partial_write_through_a_write_only_create_handle") {
         return;
     }
-    let t = tempfile::tempdir().expect("tempdir");
-    let root = t.path();
-    layers(root);
-    let m = Ovlfs::new([root.join("lower")])
-        .upper(root.join("upper"), root.join("work"))
-        .opt("passthrough=off")
-        .mount(&root.join("mnt"));
+    let (_t, m) = mounted(|_| {}, &["passthrough=off"]);
     let p = m.join("f");
     with_watchdog(BODY_SECS, m.path(), move || {
         use std::os::unix::fs::FileExt;
@@ -315,20 +320,15 @@ fn stat_and_reads_do_not_wait_for_a_copy_up() {
     if !require_root("stat_and_reads_do_not_wait_for_a_copy_up") {
         return;
     }
-    let t = tempfile::tempdir().expect("tempdir");
-    let root = t.path();
-    layers(root);
     // Real data (not holes), so the copy takes a while.
-    let mut f = fs::File::create(root.join("lower/big")).unwrap();
-    let chunk = vec![0x5au8; 1 << 20];
-    for _ in 0..768 {
-        f.write_all(&chunk).unwrap();
-    }
-    drop(f);
-    let m = Ovlfs::new([root.join("lower")])
-        .upper(root.join("upper"), root.join("work"))
-        .opt("timeout=0")
-        .mount(&root.join("mnt"));
+    let fill = |lower: &Path| {
+        let mut f = fs::File::create(lower.join("big")).unwrap();
+        let chunk = vec![0x5au8; 1 << 20];
+        for _ in 0..768 {
+            f.write_all(&chunk).unwrap();
+        }
+    };
+    let (_t, m) = mounted(fill, &["timeout=0"]);
     let p = m.join("big");
     with_watchdog(BODY_SECS, m.path(), move || {
         use std::os::unix::fs::FileExt;
