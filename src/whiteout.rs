@@ -1,9 +1,9 @@
 //! The on-disk format (docs/format.md): detecting whiteouts and opaque directories in any layer,
 //! and naming the overlay-private xattrs that must never show through the mount.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::os::fd::BorrowedFd;
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
 use crate::sys::{self, Errno, Stat, SysResult};
 
@@ -51,12 +51,38 @@ const OPAQUE_XATTRS: [&str; 3] = [
     "user.fuseoverlayfs.opaque",
 ];
 
-/// Overlay-private xattrs are hidden from, and refused to, users of the mount.
+/// The prefixes of the overlay's own xattrs, in both namespaces.
+const OVERLAY_PREFIXES: [&[u8]; 2] = [b"trusted.overlay.", b"user.overlay."];
+
+/// Overlay-private xattrs as stored on disk: the overlay's own markers (never shown through
+/// the mount) and fuse-overlayfs's. Escaped names (`NS.overlay.overlay.*`) are users' data,
+/// not private.
 pub fn is_private_xattr(name: &OsStr) -> bool {
     let name = name.as_bytes();
-    name.starts_with(b"trusted.overlay.")
-        || name.starts_with(b"user.overlay.")
-        || name.starts_with(b"user.fuseoverlayfs.")
+    name.starts_with(b"user.fuseoverlayfs.")
+        || (OVERLAY_PREFIXES.iter().any(|p| name.starts_with(p)) && unescaped(name).is_none())
+}
+
+/// `NS.overlay.X` as a user of the mount names it is stored as `NS.overlay.overlay.X`, as the
+/// kernel's overlayfs (≥ 6.7) does: an overlay whose layers live on this mount keeps its own
+/// markers here without this mount taking them for its own.
+pub fn escaped(name: &OsStr) -> Option<OsString> {
+    let bytes = name.as_bytes();
+    let prefix = OVERLAY_PREFIXES.iter().find(|p| bytes.starts_with(p))?;
+    let mut out = prefix.to_vec();
+    out.extend_from_slice(b"overlay.");
+    out.extend_from_slice(&bytes[prefix.len()..]);
+    Some(OsString::from_vec(out))
+}
+
+/// The name users of the mount see for a stored escaped name (`NS.overlay.overlay.X` →
+/// `NS.overlay.X`), or `None` for any other name.
+pub fn unescaped(stored: &[u8]) -> Option<OsString> {
+    let prefix = OVERLAY_PREFIXES.iter().find(|p| stored.starts_with(p))?;
+    let rest = stored[prefix.len()..].strip_prefix(b"overlay.")?;
+    let mut out = prefix.to_vec();
+    out.extend_from_slice(rest);
+    Some(OsString::from_vec(out))
 }
 
 /// For an AUFS whiteout entry name `.wh.NAME`, the NAME it hides. The opaque marker and
@@ -186,6 +212,24 @@ mod tests {
         assert!(is_private_xattr(OsStr::new("user.fuseoverlayfs.opaque")));
         assert!(!is_private_xattr(OsStr::new("user.overlayx")));
         assert!(!is_private_xattr(OsStr::new("security.capability")));
+        // Escaped names are users' data.
+        assert!(!is_private_xattr(OsStr::new(
+            "trusted.overlay.overlay.opaque"
+        )));
+        assert_eq!(
+            escaped(OsStr::new("trusted.overlay.opaque")).unwrap(),
+            "trusted.overlay.overlay.opaque"
+        );
+        assert_eq!(
+            escaped(OsStr::new("user.overlay.overlay.x")).unwrap(),
+            "user.overlay.overlay.overlay.x"
+        );
+        assert_eq!(
+            unescaped(b"user.overlay.overlay.whiteout").unwrap(),
+            "user.overlay.whiteout"
+        );
+        assert!(unescaped(b"user.overlay.whiteout").is_none());
+        assert!(escaped(OsStr::new("user.fuseoverlayfs.opaque")).is_none());
     }
 }
 
