@@ -20,13 +20,12 @@ const XATTR_NAMES: &[&str] = &[
     "trusted.overlay.opaque",
     "trusted.overlay.foo",
 ];
-/// An xattr name for an operation. `trusted.overlay.*` names are only read (both must answer
-/// ENODATA and never list them): setting or removing them differs by design — the kernel
-/// (6.7+) escapes them to `trusted.overlay.overlay.*` for nested overlays, while ovlfs refuses
-/// every overlay-private name (docs/format.md, "Written, in the upper only").
-fn xattr_name(rng: &mut Rng, write: bool) -> String {
+/// An xattr name for an operation. `trusted.overlay.*` names are set, read and removed like
+/// any other: both mounts store them escaped (`trusted.overlay.overlay.*`, docs/format.md).
+/// `OVLFS_RANDOM_IGNORE=priv-xattr` leaves them out.
+fn xattr_name(rng: &mut Rng, _write: bool) -> String {
     let mut n = *rng.pick(XATTR_NAMES);
-    if (write || ignored("priv-xattr")) && n.starts_with("trusted.overlay.") {
+    if ignored("priv-xattr") && n.starts_with("trusted.overlay.") {
         n = "user.a";
     }
     n.to_string()
