@@ -113,15 +113,18 @@ impl Ovlfs {
     }
 
     /// `ovlfs [-f] [extra] -o OPTS MNT`.
+    ///
+    /// A foreground daemon gets SIGTERM (which unmounts) when the test process dies without
+    /// running its guards (killed, or a closed output pipe), so no mount outlives the test.
     pub fn command(&self, mnt: &Path, foreground: bool) -> Command {
-        let mut c = match self.wrapper.split_first() {
-            Some((program, args)) => {
-                let mut c = Command::new(program);
-                c.args(args).arg(self.program());
-                c
-            }
-            None => Command::new(self.program()),
-        };
+        let mut argv: Vec<OsString> = Vec::new();
+        if foreground && have("setpriv") {
+            argv.extend(["setpriv", "--pdeathsig", "TERM"].map(OsString::from));
+        }
+        argv.extend(self.wrapper.iter().cloned());
+        argv.push(self.program().into_os_string());
+        let mut c = Command::new(&argv[0]);
+        c.args(&argv[1..]);
         if let Some(dir) = &self.cwd {
             c.current_dir(dir);
         }
