@@ -5,7 +5,7 @@ Usage: chart.py RATIOS.tsv OUT.svg [TITLE]
 
 RATIOS.tsv: one line per workload: label, ovlfs/kernel, ovlfs/fuse-overlayfs, kernel target
 (ratios are time ratios, lower is better; empty when not measured or no target).
-The x axis is logarithmic and centred on 1 (parity); the issue-5 targets are drawn as ticks:
+The x axis is logarithmic and centred on 1 (parity); the performance targets are drawn as ticks:
 a dark one for the kernel target of the workload, an orange one at 0.8 for fuse-overlayfs.
 """
 
@@ -57,7 +57,7 @@ def chart(rows, title):
         f'<text x="{width / 2}" y="22" text-anchor="middle" font-size="15" '
         f'font-weight="bold">{escape(title)}</text>',
         f'<text x="{width / 2}" y="40" text-anchor="middle" fill="#555">time ratio, log scale; '
-        f'left of 1 = ovlfs faster; ticks = issue-5 targets</text>',
+        f'left of 1 = ovlfs faster; ticks = performance targets</text>',
     ]
     # Grid: powers of two.
     v = lo

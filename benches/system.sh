@@ -331,7 +331,7 @@ STATEFUL[untar]=1
 LABEL[git_status]="git status in a lower repository ($N_GIT files, warm)"
 CMD[git_status]='cd "$T/repo" && git -c safe.directory="*" status --porcelain >/dev/null'
 PREP[git_status]=${CMD[git_status]}
-# Targets of issue 5, as ovlfs/kernel time ratios (throughput >= 0.9x is time <= 1.11x).
+# The performance targets, as ovlfs/kernel time ratios (throughput >= 0.9x is time <= 1.11x).
 declare -A TARGET=([walk_warm]=1.5 [seq_read]=1.11 [seq_write]=1.11 [rand_read]=1.11
     [copyup_big]=1.2 [create]=2 [untar]=2 [rm_tree]=2)
 
@@ -523,7 +523,7 @@ for key, label, target in workloads:
     out.append(f"| {label} | " + " | ".join(cells) + f" | {rk} | {rf} |")
     chart.write(f"{label}\t{ck}\t{cf}\t{target}\n")
 out.append("")
-out.append("✓/✗: meets/misses the issue-5 target (vs fuse-overlayfs: ≤ 0.8 everywhere; vs the "
+out.append("✓/✗: meets/misses the performance target (vs fuse-overlayfs: ≤ 0.8 everywhere; vs the "
            "kernel: walk ≤ 1.5, throughput workloads ≤ 1.11 i.e. ≥ 0.9× throughput, copy-up of "
            "the big file ≤ 1.2, create/untar/rm ≤ 2; no kernel target where none is shown).")
 chart.close()

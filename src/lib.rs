@@ -40,7 +40,7 @@ pub(crate) mod whiteout; // whiteouts, opaque directories, redirects, private xa
 
 // Support used at every layer: logging (stderr, or syslog once detached), raw syscalls.
 pub mod logging; // stderr or syslog, rate-limited warnings
-pub(crate) mod sys; // every raw syscall and the only `unsafe`
+pub(crate) mod sys; // every raw syscall, behind safe functions
 
 // What benchmarks and tools outside the crate use besides `options` and `mount`.
 pub use inode::{Node, ROOT_ID};
