@@ -404,3 +404,5 @@ fn parse_option(raw: &mut Raw, field: &[u8], after_path: Option<&(&[u8], PathBuf
 mod tests;
 #[cfg(test)]
 mod usage_tests;
+#[cfg(test)]
+mod validate_tests;

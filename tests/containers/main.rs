@@ -18,6 +18,7 @@ mod aufs_trap;
 #[path = "../common/mod.rs"]
 mod common;
 mod engine;
+mod images;
 mod mount_helper;
 mod podman;
 mod podman_compat;

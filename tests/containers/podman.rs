@@ -1,6 +1,7 @@
 //! podman end-to-end, with ovlfs as `mount_program` (skipped visibly where podman cannot run).
 
 use super::engine::*;
+use super::images::*;
 use super::*;
 use std::fs;
 use std::thread;

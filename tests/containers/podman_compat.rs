@@ -14,6 +14,7 @@
 //! `--uidmap` and the sparse `dd`; where it fails, the test's comment says how.
 
 use super::engine::*;
+use super::images::*;
 use super::*;
 use std::collections::BTreeMap;
 use std::fs;
