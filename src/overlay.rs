@@ -50,6 +50,8 @@ pub struct Overlay {
     /// Set once the mount is live (see the `workdir` module).
     pub work: std::sync::OnceLock<crate::workdir::Work>,
     pub hardlinks: crate::linkmap::HardlinkIndex,
+    /// Some layer keeps owners and modes in an xattr (whose names are then hidden).
+    pub any_stat_xattr: bool,
 }
 
 impl Overlay {
@@ -86,6 +88,7 @@ impl Overlay {
             parent: None,
             name: Default::default(),
         };
+        let any_stat_xattr = stack.layers.iter().any(|l| l.stat_xattr.is_some());
         Ok(Overlay {
             stack,
             inodes: InodeTable::new(root_state, root_ino),
@@ -104,6 +107,7 @@ impl Overlay {
             ids: IdMap::from_config(config),
             work: Default::default(),
             hardlinks: Default::default(),
+            any_stat_xattr,
         })
     }
 
@@ -252,11 +256,6 @@ impl Overlay {
         if let Err(e) = stat_override::write(upper_root, xattr, &value) {
             log::warn!("cannot mark the upper root with {:?}: {e}", xattr.name());
         }
-    }
-
-    /// Whether any layer keeps owners and modes in an xattr (whose names are then hidden).
-    pub fn any_stat_xattr(&self) -> bool {
-        self.stack.layers.iter().any(|l| l.stat_xattr.is_some())
     }
 
     /// The attributes users see: the topmost object's, with the node's stable inode number,

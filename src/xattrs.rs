@@ -34,7 +34,7 @@ impl Overlay {
     /// with `noacl`. (The overlay's own `NS.overlay.*` names are escaped instead.)
     fn hidden(&self, name: &OsStr) -> bool {
         name.as_bytes().starts_with(b"user.fuseoverlayfs.")
-            || (self.any_stat_xattr() && stat_override::is_stat_xattr(name))
+            || (self.any_stat_xattr && stat_override::is_stat_xattr(name))
             || (self.noacl && name.as_bytes().starts_with(b"system.posix_acl_"))
     }
 
