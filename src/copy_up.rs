@@ -8,6 +8,7 @@ use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rustix::fs::OFlags;
 
@@ -48,11 +49,32 @@ pub fn copy_xattrs(
     Ok(())
 }
 
-/// Copies file data, keeping holes: FICLONE when the filesystem shares extents, else
-/// `copy_file_range` over the data segments only, else read/write.
-pub fn copy_data(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, size: u64) -> SysResult<()> {
-    if size == 0 || sys::clone_file(dst, src).is_ok() {
+/// Copies file data, keeping holes: FICLONE when the filesystem shares extents (`reflink`
+/// says whether to try, and is cleared when it fails), else `copy_file_range` over the data
+/// segments only, else read/write. `st` is the source's stat.
+pub fn copy_data(
+    src: BorrowedFd<'_>,
+    dst: BorrowedFd<'_>,
+    st: &Stat,
+    reflink: &AtomicBool,
+) -> SysResult<()> {
+    let size = st.st_size as u64;
+    if size == 0 {
         return Ok(());
+    }
+    if reflink.load(Ordering::Relaxed) {
+        match sys::clone_file(dst, src) {
+            Ok(()) => return Ok(()),
+            // The filesystems cannot share extents (the answer does not change): stop asking.
+            Err(Errno::OPNOTSUPP) | Err(Errno::XDEV) | Err(Errno::INVAL) | Err(Errno::NOTTY) => {
+                reflink.store(false, Ordering::Relaxed)
+            }
+            Err(_) => {}
+        }
+    }
+    // Allocated blocks covering the whole size leave no room for holes: copy it in one go.
+    if (st.st_blocks as u64).saturating_mul(512) >= size {
+        return copy_range(src, dst, 0, size);
     }
     let mut pos = 0u64;
     while pos < size {
@@ -68,7 +90,10 @@ pub fn copy_data(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, size: u64) -> SysResu
         pos = end;
     }
     // A trailing hole: set the size without writing.
-    sys::truncate_fd(dst, size)
+    if pos < size {
+        sys::truncate_fd(dst, size)?;
+    }
+    Ok(())
 }
 
 fn copy_range(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, mut start: u64, end: u64) -> SysResult<()> {
@@ -200,15 +225,17 @@ impl Overlay {
         ino: u64,
     ) -> SysResult<OwnedFd> {
         let staged = Staged::new(self.work_fd()?);
-        self.build_copy(src, src_layer, st, staged.work(), staged.name(), ino)?;
+        let copy = self.build_copy(src, src_layer, st, staged.work(), staged.name(), ino)?;
         // A copy-up changes nothing users can see in the parent: keep its times (as the
         // kernel does), which the rename into it would otherwise move.
         staged.publish(upper_dir, name, Publish::NoReplace, DirTimes::Keep)?;
-        sys::open_path_at(upper_dir, name)
+        // The fd names the object, not the path: it is the published upper object now.
+        Ok(copy)
     }
 
-    /// Creates `work/tmp` as a complete copy of `src` (without directory contents). `st` is
-    /// what users see of `src`: its owner and mode may come from an xattr of its layer.
+    /// Creates `work/tmp` as a complete copy of `src` (without directory contents) and returns
+    /// an `O_PATH` fd of it. `st` is what users see of `src`: its owner and mode may come from
+    /// an xattr of its layer.
     fn build_copy(
         &self,
         src: BorrowedFd<'_>,
@@ -217,8 +244,12 @@ impl Overlay {
         work: BorrowedFd<'_>,
         tmp: &OsStr,
         ino: u64,
-    ) -> SysResult<()> {
+    ) -> SysResult<OwnedFd> {
         let file_type = st.st_mode & libc::S_IFMT;
+        // A copy with data is synced once complete, data and metadata in one journal commit,
+        // and only then published: a crash never shows the name without the data. An empty
+        // file has no data to lose (as in the kernel, which syncs only copied data).
+        let mut data_fd = None;
         match file_type {
             libc::S_IFREG => {
                 let input = sys::reopen(src, OFlags::RDONLY)?;
@@ -228,10 +259,9 @@ impl Overlay {
                     OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL,
                     0o600,
                 )?;
-                copy_data(input.as_fd(), out.as_fd(), st.st_size as u64)?;
-                if self.fsync {
-                    sys::fsync(out.as_fd(), false)?;
-                }
+                let reflink = &self.stack.layers[src_layer].reflink_to_upper;
+                copy_data(input.as_fd(), out.as_fd(), st, reflink)?;
+                data_fd = (st.st_size > 0).then_some(out);
             }
             libc::S_IFDIR => sys::mkdir_at(work, tmp, 0o700)?,
             libc::S_IFLNK => {
@@ -272,7 +302,10 @@ impl Overlay {
         let atime = Some(Some((st.st_atime, st.st_atime_nsec as i64)));
         let mtime = Some(Some((st.st_mtime, st.st_mtime_nsec as i64)));
         sys::utimens_at(work, tmp, atime, mtime)?;
-        Ok(())
+        if let Some(fd) = data_fd.filter(|_| self.fsync) {
+            sys::fsync(fd.as_fd(), false)?;
+        }
+        Ok(copy)
     }
 
     /// Records the inode number users saw before copy-up, so it survives a remount.

@@ -2,6 +2,7 @@
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 
 use crate::stat_override::StatXattr;
 use crate::sys::{self, SysResult};
@@ -23,6 +24,9 @@ pub struct Layer {
     /// The layer was given as an id-mapped mount: the owners its objects show are already
     /// mapped (containers/storage hands such lowers to mount programs).
     pub idmapped: bool,
+    /// Copy-ups from this layer may try a reflink (FICLONE) first; cleared the first time the
+    /// filesystems refuse one, so later copy-ups skip the failing call.
+    pub reflink_to_upper: AtomicBool,
 }
 
 impl Layer {
@@ -45,6 +49,7 @@ impl Layer {
             writable,
             stat_xattr,
             idmapped,
+            reflink_to_upper: AtomicBool::new(true),
         })
     }
 
