@@ -224,8 +224,15 @@ impl Overlay {
         name: &OsStr,
         ino: u64,
     ) -> SysResult<OwnedFd> {
-        let staged = Staged::new(self.work_fd()?);
-        let copy = self.build_copy(src, src_layer, st, staged.work(), staged.name(), ino)?;
+        let work = self.work_fd()?;
+        let (staged, copy) = match self.build_file_unnamed(src, src_layer, st, work, ino)? {
+            Some(built) => built,
+            None => {
+                let staged = Staged::new(work);
+                let copy = self.build_copy(src, src_layer, st, work, staged.name(), ino)?;
+                (staged, copy)
+            }
+        };
         // A copy-up changes nothing users can see in the parent: keep its times (as the
         // kernel does), which the rename into it would otherwise move.
         staged.publish(upper_dir, name, Publish::NoReplace, DirTimes::Keep)?;
@@ -233,9 +240,40 @@ impl Overlay {
         Ok(copy)
     }
 
+    /// Builds the copy of a regular file as an unnamed file (`O_TMPFILE`, as the kernel does)
+    /// and links it into the workdir only once it is complete and synced. Syncing a file that
+    /// has no name yet syncs only the file: on ext4 without a journal, syncing a newly named
+    /// file also writes out its directory. Returns the staged name and an `O_PATH` fd, or
+    /// `None` for other types and where the upper cannot make unnamed files.
+    fn build_file_unnamed<'w>(
+        &self,
+        src: BorrowedFd<'_>,
+        src_layer: usize,
+        st: &Stat,
+        work: BorrowedFd<'w>,
+        ino: u64,
+    ) -> SysResult<Option<(Staged<'w>, OwnedFd)>> {
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            return Ok(None);
+        }
+        let Some(out) = sys::open_tmpfile(work, 0o600)? else {
+            return Ok(None);
+        };
+        let input = sys::reopen(src, OFlags::RDONLY)?;
+        let reflink = &self.stack.layers[src_layer].reflink_to_upper;
+        copy_data(input.as_fd(), out.as_fd(), st, reflink)?;
+        self.copy_metadata(src, src_layer, st, out.as_fd(), ino)?;
+        if self.fsync && st.st_size > 0 {
+            sys::fsync(out.as_fd(), false)?;
+        }
+        let staged = Staged::new(work);
+        sys::link_fd_at(out.as_fd(), work, staged.name())?;
+        let copy = sys::open_path_at(work, staged.name())?;
+        Ok(Some((staged, copy)))
+    }
+
     /// Creates `work/tmp` as a complete copy of `src` (without directory contents) and returns
-    /// an `O_PATH` fd of it. `st` is what users see of `src`: its owner and mode may come from
-    /// an xattr of its layer.
+    /// an `O_PATH` fd of it.
     fn build_copy(
         &self,
         src: BorrowedFd<'_>,
@@ -246,9 +284,9 @@ impl Overlay {
         ino: u64,
     ) -> SysResult<OwnedFd> {
         let file_type = st.st_mode & libc::S_IFMT;
-        // A copy with data is synced once complete, data and metadata in one journal commit,
-        // and only then published: a crash never shows the name without the data. An empty
-        // file has no data to lose (as in the kernel, which syncs only copied data).
+        // A copy with data is synced once complete, data and metadata together, and only then
+        // published: a crash never shows the name without the data. An empty file has no data
+        // to lose (the kernel, too, syncs only copied data).
         let mut data_fd = None;
         match file_type {
             libc::S_IFREG => {
@@ -271,41 +309,54 @@ impl Overlay {
             _ => sys::mknod_at(work, tmp, file_type | 0o600, st.st_rdev)?,
         }
         let copy = sys::open_path_at(work, tmp)?;
+        self.copy_metadata(src, src_layer, st, copy.as_fd(), ino)?;
+        if let Some(fd) = data_fd.filter(|_| self.fsync) {
+            sys::fsync(fd.as_fd(), false)?;
+        }
+        Ok(copy)
+    }
+
+    /// Gives the copy `copy` (an fd of any kind) the xattrs, owner, mode and times of `src`.
+    /// `st` is what users see of `src`: its owner and mode may come from an xattr of its layer.
+    fn copy_metadata(
+        &self,
+        src: BorrowedFd<'_>,
+        src_layer: usize,
+        st: &Stat,
+        copy: BorrowedFd<'_>,
+        ino: u64,
+    ) -> SysResult<()> {
         // Owners and modes kept in an xattr by the source's layer are carried over below, in
         // the form the upper keeps them in.
         let src_stat_xattr = self.stack.layers[src_layer].stat_xattr;
-        copy_xattrs(src, copy.as_fd(), src_stat_xattr.is_some())?;
-        self.set_origin_ino(copy.as_fd(), ino);
+        copy_xattrs(src, copy, src_stat_xattr.is_some())?;
+        self.set_origin_ino(copy, ino);
         match self.upper_stat_xattr() {
             Some(xattr) if stat_override::applies_to(st.st_mode) => {
                 let mut value = stat_override::Override::of_stat(st);
                 value.rest = src_stat_xattr
                     .and_then(|x| stat_override::read(src, x))
                     .and_then(|v| v.rest);
-                stat_override::write(copy.as_fd(), xattr, &value)?;
-                sys::chmod_fd(copy.as_fd(), stat_override::REAL_PERM)?;
+                stat_override::write(copy, xattr, &value)?;
+                sys::chmod_fd(copy, stat_override::REAL_PERM)?;
             }
             _ => {
                 // Owner before mode: chown clears setuid/setgid, which the mode then restores.
-                match sys::chown_at(work, tmp, Some(st.st_uid), Some(st.st_gid)) {
+                match sys::chown_fd(copy, Some(st.st_uid), Some(st.st_gid)) {
                     Ok(()) => {}
                     Err(Errno::PERM) | Err(Errno::INVAL) => {
                         log::debug!("copy-up: cannot keep owner")
                     }
                     Err(e) => return Err(e),
                 }
-                if file_type != libc::S_IFLNK {
-                    sys::chmod_fd(copy.as_fd(), st.st_mode)?;
+                if st.st_mode & libc::S_IFMT != libc::S_IFLNK {
+                    sys::chmod_fd(copy, st.st_mode)?;
                 }
             }
         }
         let atime = Some(Some((st.st_atime, st.st_atime_nsec as i64)));
         let mtime = Some(Some((st.st_mtime, st.st_mtime_nsec as i64)));
-        sys::utimens_at(work, tmp, atime, mtime)?;
-        if let Some(fd) = data_fd.filter(|_| self.fsync) {
-            sys::fsync(fd.as_fd(), false)?;
-        }
-        Ok(copy)
+        sys::utimens_fd(copy, atime, mtime)
     }
 
     /// Records the inode number users saw before copy-up, so it survives a remount.

@@ -48,6 +48,22 @@ pub fn open_at(dir: BorrowedFd<'_>, name: &OsStr, flags: OFlags, mode: u32) -> S
     )
 }
 
+/// An unnamed regular file in `dir` (`O_TMPFILE`, write-only), which can later be linked
+/// into a directory; `None` where the filesystem cannot make one.
+pub fn open_tmpfile(dir: BorrowedFd<'_>, mode: u32) -> SysResult<Option<OwnedFd>> {
+    match rustix::fs::openat(
+        dir,
+        c".",
+        OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC,
+        Mode::from_raw_mode(mode),
+    ) {
+        Ok(fd) => Ok(Some(fd)),
+        // EISDIR: a kernel that predates O_TMPFILE sees a directory open for writing.
+        Err(Errno::OPNOTSUPP) | Err(Errno::ISDIR) | Err(Errno::INVAL) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Re-opens an `O_PATH` fd with real access flags (through /proc, as passthrough_hp does).
 pub fn reopen(fd: BorrowedFd<'_>, flags: OFlags) -> SysResult<OwnedFd> {
     let flags = flags & !(OFlags::CREATE | OFlags::EXCL | OFlags::NOCTTY | OFlags::NOFOLLOW);
@@ -475,7 +491,7 @@ pub fn chmod_fd(fd: BorrowedFd<'_>, mode: u32) -> SysResult<()> {
     )
 }
 
-/// A timestamp for [`utimens_at`]: `None` = leave unchanged, `Some(None)` = now.
+/// A timestamp for [`utimens_fd`]: `None` = leave unchanged, `Some(None)` = now.
 pub type TimeSpec = Option<Option<(i64, i64)>>;
 
 fn timespec(t: TimeSpec) -> rustix::fs::Timespec {
@@ -493,19 +509,6 @@ fn timespec(t: TimeSpec) -> rustix::fs::Timespec {
             tv_nsec: ns as _,
         },
     }
-}
-
-pub fn utimens_at(
-    dir: BorrowedFd<'_>,
-    name: &OsStr,
-    atime: TimeSpec,
-    mtime: TimeSpec,
-) -> SysResult<()> {
-    let times = rustix::fs::Timestamps {
-        last_access: timespec(atime),
-        last_modification: timespec(mtime),
-    };
-    rustix::fs::utimensat(dir, name, &times, AtFlags::SYMLINK_NOFOLLOW)
 }
 
 pub fn truncate_fd(fd: BorrowedFd<'_>, size: u64) -> SysResult<()> {
