@@ -140,7 +140,7 @@ impl Overlay {
         let built: SysResult<Option<OwnedFd>> = (|| match object {
             NewObject::File { mode, flags } => {
                 let mut oflags = OFlags::from_bits_retain(flags as u32)
-                    & !(OFlags::TRUNC | OFlags::EXCL | OFlags::CREATE | OFlags::APPEND);
+                    & !(OFlags::TRUNC | OFlags::EXCL | crate::file::REAL_OPEN_DROPPED);
                 if self.writeback_active() && oflags & OFlags::RWMODE == OFlags::WRONLY {
                     // The writeback cache reads pages around partial writes through this
                     // handle: it needs read access (the new file's mode does not limit it).

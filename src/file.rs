@@ -23,6 +23,12 @@ fn wants_write(flags: i32) -> bool {
     acc == libc::O_WRONLY || acc == libc::O_RDWR || flags & libc::O_TRUNC != 0
 }
 
+/// Open flags the daemon's own fd never gets. `O_APPEND`: the kernel sends the offsets.
+/// `O_DIRECT`: the caller's buffer alignment does not reach the daemon, whose reads into its
+/// own buffers would fail with EINVAL; passthrough I/O follows the caller's flags anyway.
+pub(crate) const REAL_OPEN_DROPPED: OFlags =
+    OFlags::CREATE.union(OFlags::APPEND).union(OFlags::DIRECT);
+
 impl Overlay {
     /// Opens a file; a write open of a lower object copies it up first.
     pub fn open(
@@ -73,8 +79,8 @@ impl Overlay {
     /// write-only although the writeback cache is on.
     fn open_real(&self, path_fd: BorrowedFd<'_>, flags: i32) -> SysResult<(OwnedFd, bool)> {
         // The kernel computes append offsets itself; O_APPEND on our fd would override the
-        // offsets it sends.
-        let oflags = OFlags::from_bits_retain(flags as u32) & !(OFlags::CREATE | OFlags::APPEND);
+        // offsets it sends. O_DIRECT stays with the kernel, too (see `REAL_OPEN_DROPPED`).
+        let oflags = OFlags::from_bits_retain(flags as u32) & !REAL_OPEN_DROPPED;
         let write_only = oflags & OFlags::RWMODE == OFlags::WRONLY;
         if self.writeback_active() && write_only {
             // The writeback cache reads pages around partial writes: it needs read access.
@@ -147,6 +153,14 @@ impl Overlay {
             let n = sys::pread(fd, &mut buf[..size], offset)?;
             Ok(reply(&buf[..n]))
         })
+    }
+
+    /// Runs `f` with the fd reads of `fh` go through, for a reply spliced from it; the handle
+    /// stays open meanwhile.
+    pub fn with_read_fd<R>(&self, fh: u64, f: impl FnOnce(BorrowedFd<'_>) -> R) -> SysResult<R> {
+        let handle = self.handles.get(fh)?;
+        let file = file_handle(&handle)?;
+        Ok(f(self.current_fd(file)?))
     }
 
     /// The fd to read `file` through. A read-only handle opened on a lower object before that

@@ -184,8 +184,19 @@ impl Filesystem for OverlayFs {
         reply: ReplyData,
     ) {
         guarded("read", || {
-            // The reply is moved into the closure only when the read succeeds.
+            // Spliced from the file where possible (one copy of the data instead of two);
+            // else copied, the reply moved into the closure only when the read succeeds.
             let mut reply = Some(reply);
+            let _ = self.ov.with_read_fd(fh.0, |fd| {
+                if let Some(r) = reply.take()
+                    && let Err(r) = r.data_spliced(fd, offset, size as usize)
+                {
+                    reply = Some(r);
+                }
+            });
+            if reply.is_none() {
+                return;
+            }
             let sent = self.ov.read(fh.0, offset, size, |data| {
                 if let Some(r) = reply.take() {
                     r.data(data);

@@ -372,3 +372,85 @@ fn stat_and_reads_do_not_wait_for_a_copy_up() {
         );
     });
 }
+
+/// Reads answered by the daemon (lower files, and every file with `passthrough=off`) return
+/// the file's bytes at every size and offset: whole files at and around page and request
+/// sizes, reads that cross the end of the file, and `O_DIRECT` reads as large as a request
+/// can be (spliced replies fall back to copying where a pipe cannot hold them); `O_DIRECT`
+/// writes land.
+#[test]
+fn daemon_reads_return_the_file_bytes() {
+    if !require_root("daemon_reads_return_the_file_bytes") {
+        return;
+    }
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    let sizes = [0usize, 1, 4095, 4096, 4097, 131_077, 1 << 20, (3 << 20) + 7];
+    let body = |n: usize| -> Vec<u8> { (0..n).map(|i| (i * 7 + i / 4096) as u8).collect() };
+    for opts in [&["passthrough=off"][..], &[][..]] {
+        let (_t, m) = mounted(
+            |lower| {
+                for n in sizes {
+                    fs::write(lower.join(format!("f{n}")), body(n)).unwrap();
+                }
+            },
+            opts,
+        );
+        let dir = m.path().to_path_buf();
+        with_watchdog(BODY_SECS, m.path(), move || {
+            for n in sizes {
+                let p = dir.join(format!("f{n}"));
+                let want = body(n);
+                assert_eq!(fs::read(&p).unwrap(), want, "{opts:?}: whole f{n}");
+                let f = fs::File::open(&p).unwrap();
+                for (off, len) in [(0, 10), (n.saturating_sub(3), 4096), (n / 2, 200_000)] {
+                    let mut buf = vec![0u8; len];
+                    let got = f.read_at(&mut buf, off as u64).unwrap();
+                    let end = (off + len).min(n);
+                    assert_eq!(
+                        &buf[..got],
+                        &want[off.min(n)..end],
+                        "{opts:?}: f{n} at {off}"
+                    );
+                }
+                // O_DIRECT: page-aligned buffer and offsets, reads up to the request limit.
+                let f = OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_DIRECT)
+                    .open(&p)
+                    .unwrap();
+                let mut raw = vec![0u8; (4 << 20) + 4096];
+                let start = raw.as_ptr().align_offset(4096);
+                let buf = &mut raw[start..start + (4 << 20)];
+                let got = f.read_at(buf, 0).unwrap();
+                assert_eq!(&buf[..got], &want[..got], "{opts:?}: O_DIRECT f{n}");
+                assert!(
+                    got == n || got >= 1 << 20,
+                    "{opts:?}: O_DIRECT f{n}: {got} bytes"
+                );
+            }
+            // O_DIRECT writes, to a new file and over a lower one (a copy-up).
+            for name in ["new", "f4097"] {
+                let p = dir.join(name);
+                let f = OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .custom_flags(libc::O_DIRECT)
+                    .open(&p)
+                    .unwrap();
+                let mut raw = vec![0u8; (1 << 20) + 4096];
+                let start = raw.as_ptr().align_offset(4096);
+                let buf = &mut raw[start..start + (1 << 20)];
+                buf.iter_mut()
+                    .enumerate()
+                    .for_each(|(i, b)| *b = (i % 251) as u8);
+                f.write_all_at(buf, 0).unwrap();
+                drop(f);
+                assert_eq!(
+                    fs::read(&p).unwrap(),
+                    *buf,
+                    "{opts:?}: O_DIRECT write of {name}"
+                );
+            }
+        });
+    }
+}

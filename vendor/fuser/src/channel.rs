@@ -96,6 +96,11 @@ impl ChannelSender {
         BackingId::create(&self.0, fd)
     }
 
+    /// ovlfs patch: the device fd, for spliced replies.
+    pub(crate) fn device(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+
     pub(crate) unsafe fn wrap_backing(&self, id: u32) -> BackingId {
         unsafe { BackingId::wrap_raw(&self.0, id) }
     }

@@ -100,6 +100,8 @@ mod reply;
 mod request;
 mod request_param;
 mod session;
+// ovlfs patch: spliced READ replies.
+mod splice;
 mod time;
 
 /// We generally support async reads

@@ -209,6 +209,30 @@ impl ReplyData {
         self.reply.send_ll(&ll::ResponseSlice(data));
     }
 
+    /// ovlfs patch: reply with up to `len` bytes of `file` from `offset` (fewer at its end),
+    /// spliced to the device rather than copied through a buffer. Gives the reply back when
+    /// it cannot be spliced (then nothing was sent; reply with [`ReplyData::data`]).
+    pub fn data_spliced(
+        mut self,
+        file: std::os::fd::BorrowedFd<'_>,
+        offset: u64,
+        len: usize,
+    ) -> Result<(), ReplyData> {
+        let Some(ReplySender::Channel(sender)) = self.reply.sender.as_ref() else {
+            return Err(self);
+        };
+        match crate::splice::send(sender.device(), self.reply.unique.0, file, offset, len) {
+            crate::splice::Spliced::NotPossible => Err(self),
+            crate::splice::Spliced::Sent(result) => {
+                self.reply.sender = None;
+                if let Err(err) = result {
+                    error!("Failed to send FUSE reply: {err}");
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// Reply to a request with the given error code
     pub fn error(self, err: Errno) {
         self.reply.error(err);
