@@ -85,6 +85,9 @@ pub enum Objects {
     },
     /// Anything else: exactly one object, from the topmost layer holding the name.
     Leaf(LayerObject),
+    /// A metadata-only copy (`overlay.metacopy`): the file users see, and the regular file
+    /// of a lower layer its data is read from.
+    Metacopy { top: LayerObject, data: LayerObject },
 }
 
 impl Objects {
@@ -106,14 +109,42 @@ impl Objects {
     /// The object users see: the topmost.
     pub fn top(&self) -> &LayerObject {
         match self {
-            Objects::Dir { top, .. } | Objects::Leaf(top) => top,
+            Objects::Dir { top, .. } | Objects::Leaf(top) | Objects::Metacopy { top, .. } => top,
         }
     }
 
     pub fn top_mut(&mut self) -> &mut LayerObject {
         match self {
-            Objects::Dir { top, .. } | Objects::Leaf(top) => top,
+            Objects::Dir { top, .. } | Objects::Leaf(top) | Objects::Metacopy { top, .. } => top,
         }
+    }
+
+    /// The lower file a metadata-only copy reads its data from.
+    pub fn metacopy_data(&self) -> Option<&LayerObject> {
+        match self {
+            Objects::Metacopy { data, .. } => Some(data),
+            _ => None,
+        }
+    }
+
+    /// The data object, to hold as a path from its layer root (see `ObjFd::Path`).
+    pub fn metacopy_data_mut(&mut self) -> Option<&mut LayerObject> {
+        match self {
+            Objects::Metacopy { data, .. } => Some(data),
+            _ => None,
+        }
+    }
+
+    /// After the data of a metadata-only copy has been copied up: a plain file.
+    pub fn data_copied_up(&mut self) -> SysResult<()> {
+        if let Objects::Metacopy { top, .. } = self {
+            let top = LayerObject {
+                layer: top.layer,
+                fd: ObjFd::open(top.fd.owned_clone()?),
+            };
+            *self = Objects::Leaf(top);
+        }
+        Ok(())
     }
 
     /// Every object, topmost first.
@@ -121,6 +152,7 @@ impl Objects {
         let below: &[LayerObject] = match self {
             Objects::Dir { below, .. } => below,
             Objects::Leaf(_) => &[],
+            Objects::Metacopy { data, .. } => std::slice::from_ref(data),
         };
         std::iter::once(self.top()).chain(below)
     }
@@ -135,6 +167,7 @@ impl Objects {
         match self {
             Objects::Dir { top, below } => below.insert(0, std::mem::replace(top, upper)),
             Objects::Leaf(top) => *top = upper,
+            Objects::Metacopy { .. } => *self = Objects::Leaf(upper),
         }
     }
 
@@ -261,7 +294,7 @@ impl Merge {
                         return Ok(());
                     };
                     stack
-                        .layers
+                        .regular_layers()
                         .iter()
                         .filter(|l| l.index > from_layer)
                         .find_map(|l| {
@@ -372,15 +405,40 @@ pub fn lookup(
                 markers,
             )?;
         }
-        let objects = Objects::new(is_dir(&m.stat), m.objects);
-        let ino = match m.origin {
-            Some((layer, real_ino)) => stack.stable_ino(layer, real_ino),
-            None => objects
+        let mut objects = Objects::new(is_dir(&m.stat), m.objects);
+        let mut origin = m.origin;
+        if whiteout::may_be_metacopy(&m.stat)
+            && let Some(top) = objects.top().fd.held()
+            && let Some(markers) = whiteout::metacopy_markers(top)?
+        {
+            let below = &parent_dirs[position + 1..];
+            let Some((data, data_ino)) = find_metacopy_data(stack, layer, below, name, markers)?
+            else {
+                crate::logging::warn_limited(
+                    "metacopy-data",
+                    format_args!("{name:?}: metadata-only copy whose lower data is missing"),
+                );
+                return Err(Errno::IO);
+            };
+            // As the kernel: an upper metadata-only copy shows its lower file's number.
+            origin = origin.or(Some((data.layer, data_ino)));
+            let Objects::Leaf(top) = objects else {
+                return Err(Errno::IO);
+            };
+            objects = Objects::Metacopy { top, data };
+        }
+        let recorded = match stack.is_upper(layer) {
+            true => objects
                 .top()
                 .fd
                 .held()
-                .and_then(|fd| recorded_ino(stack, fd))
-                .unwrap_or_else(|| stack.stable_ino(objects.top().layer, m.stat.st_ino)),
+                .and_then(|fd| recorded_ino(stack, fd)),
+            false => None,
+        };
+        let ino = match (recorded, origin) {
+            (Some(ino), _) => ino,
+            (None, Some((layer, real_ino))) => stack.stable_ino(layer, real_ino),
+            (None, None) => stack.stable_ino(objects.top().layer, m.stat.st_ino),
         };
         return Ok(Some(Resolved {
             ino,
@@ -389,6 +447,72 @@ pub fn lookup(
         }));
     }
     Ok(None)
+}
+
+/// Finds the regular file of a lower layer holding the data of the metadata-only copy found
+/// in `from_layer` (as the kernel's lookup does): its redirect, or else the same name, in the
+/// parent's lower directories; an absolute redirect is followed from the lower layers' roots,
+/// data-only layers last. A lower metadata-only copy on the way is followed further down.
+fn find_metacopy_data(
+    stack: &LayerStack,
+    mut from_layer: usize,
+    below: &[(usize, BorrowedFd<'_>)],
+    name: &OsStr,
+    mut markers: whiteout::Metacopy,
+) -> SysResult<Option<(LayerObject, u64)>> {
+    let mut target = Target::InParent(name.to_owned());
+    loop {
+        if let Some(value) = markers.redirect.take() {
+            target.redirect(&value);
+        }
+        let next = match &target {
+            Target::InParent(name) => below
+                .iter()
+                .find(|(layer, _)| *layer > from_layer)
+                .map(|&(layer, dir)| (layer, Parent::Borrowed(dir), name.as_os_str())),
+            Target::FromRoot(path) => {
+                let Some((last, dirs)) = path.split_last() else {
+                    return Ok(None);
+                };
+                stack
+                    .layers
+                    .iter()
+                    .filter(|l| l.index > from_layer)
+                    .find_map(|l| {
+                        walk_dirs(l.root_fd(), dirs)
+                            .map(|d| (l.index, Parent::Owned(d), last.as_os_str()))
+                    })
+            }
+        };
+        let Some((layer, parent, name)) = next else {
+            return Ok(None);
+        };
+        from_layer = layer;
+        let st = match probe(parent.fd(), name)? {
+            Probe::Absent => continue,
+            Probe::Whiteout => return Ok(None),
+            Probe::Present(st) => st,
+        };
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            return Ok(None);
+        }
+        let fd = sys::open_path_at(parent.fd(), name)?;
+        let lower_markers = if whiteout::may_be_metacopy(&st) {
+            whiteout::metacopy_markers(fd.as_fd())?
+        } else {
+            None
+        };
+        match lower_markers {
+            Some(next) => markers = next,
+            None => {
+                let data = LayerObject {
+                    layer,
+                    fd: ObjFd::open(fd),
+                };
+                return Ok(Some((data, st.st_ino)));
+            }
+        }
+    }
 }
 
 /// The inode number an upper object had before its copy-up, if ovlfs recorded one.

@@ -42,6 +42,14 @@ impl XattrNamespace {
             XattrNamespace::User => "user.overlay.whiteout",
         }
     }
+
+    /// Marks a regular file whose data lives in a lower layer (a metadata-only copy-up).
+    pub fn metacopy(self) -> &'static str {
+        match self {
+            XattrNamespace::Trusted => "trusted.overlay.metacopy",
+            XattrNamespace::User => "user.overlay.metacopy",
+        }
+    }
 }
 
 const WHITEOUT_XATTRS: [&str; 2] = ["trusted.overlay.whiteout", "user.overlay.whiteout"];
@@ -182,6 +190,54 @@ pub fn dir_markers(dir: BorrowedFd<'_>) -> SysResult<DirMarkers> {
 
 pub fn is_opaque_dir(dir: BorrowedFd<'_>) -> SysResult<bool> {
     Ok(dir_markers(dir)?.opaque)
+}
+
+const METACOPY_XATTRS: [&str; 2] = ["trusted.overlay.metacopy", "user.overlay.metacopy"];
+
+/// What a regular file's markers say about where its data lives.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Metacopy {
+    /// `overlay.redirect`: the data file's path from the layer roots (absolute) or its name
+    /// in the same parent; `None`: the same name in the parent's lower directories.
+    pub redirect: Option<Vec<u8>>,
+}
+
+/// Whether a regular file of size `size` with `blocks` 512-byte blocks may carry
+/// `overlay.metacopy`. A metadata-only copy holds no data (at most an xattr block or two),
+/// so a file whose blocks cover its size with room to spare is not one: that saves the
+/// xattr syscall on most lookups of big files.
+pub fn may_be_metacopy(st: &Stat) -> bool {
+    const SLACK: u64 = 64 * 1024;
+    st.st_mode & libc::S_IFMT == libc::S_IFREG
+        && (st.st_blocks.max(0) as u64).saturating_mul(512) < (st.st_size.max(0) as u64) + SLACK
+}
+
+/// Reads a regular file's metacopy marker (either namespace), with its redirect if any.
+/// `Ok(None)`: the file holds its own data.
+pub fn metacopy_markers(file: BorrowedFd<'_>) -> SysResult<Option<Metacopy>> {
+    let names = sys::list_xattr(file)?;
+    let has = |wanted: &str| names.iter().any(|n| n.as_bytes() == wanted.as_bytes());
+    if !METACOPY_XATTRS.iter().any(|n| has(n)) {
+        return Ok(None);
+    }
+    let mut markers = Metacopy::default();
+    for wanted in REDIRECT_XATTRS {
+        if has(wanted) {
+            markers.redirect = sys::get_xattr(file, wanted)?;
+        }
+    }
+    Ok(Some(markers))
+}
+
+/// Removes the metacopy marker of both namespaces once the file holds its data.
+pub fn clear_metacopy(file: BorrowedFd<'_>) -> SysResult<()> {
+    for name in METACOPY_XATTRS {
+        match sys::remove_xattr(file, OsStr::new(name)) {
+            Ok(()) | Err(Errno::NODATA) | Err(Errno::OPNOTSUPP) | Err(Errno::PERM) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Whether an AUFS whiteout for `name` exists in `dir`.
