@@ -12,7 +12,7 @@ use std::sync::Arc;
 use rustix::fs::OFlags;
 
 use crate::inode::Node;
-use crate::lookup::LayerObject;
+use crate::lookup::{LayerObject, Objects};
 use crate::overlay::Overlay;
 use crate::stat_override;
 use crate::sys::{self, Errno, Stat, SysResult};
@@ -103,6 +103,10 @@ fn copy_range(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, mut start: u64, end: u64
     Ok(())
 }
 
+/// What a copy-up copies: the object, its layer, what users see of it, and the file its
+/// data comes from (`None`: a metadata-only copy).
+type Source<'a> = (BorrowedFd<'a>, usize, &'a Stat, Option<BorrowedFd<'a>>);
+
 /// How a copy-up under the node's lock ended.
 enum CopiedUp {
     Done,
@@ -110,13 +114,35 @@ enum CopiedUp {
     Moved,
 }
 
+/// What a copy-up must bring up.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Copy {
+    /// Everything: the node's data ends up in its upper file.
+    Full,
+    /// With `metacopy=on`, the metadata of a lower regular file (chmod, chown, utimes,
+    /// xattrs): the data stays below until something writes it.
+    Metadata,
+}
+
 impl Overlay {
-    /// Makes sure `node` lives in the upper layer, copying up its parent chain first.
+    /// Makes sure `node` lives in the upper layer with its data, copying up its parent chain
+    /// first (and the data of a metadata-only copy).
     pub fn copy_up(&self, node: &Arc<Node>) -> SysResult<()> {
+        self.copy_up_as(node, Copy::Full)
+    }
+
+    /// Makes sure `node` lives in the upper layer before its metadata changes: with
+    /// `metacopy=on` a lower regular file gets a metadata-only copy (as the kernel's
+    /// overlayfs with the same option), otherwise a full one.
+    pub fn copy_up_meta(&self, node: &Arc<Node>) -> SysResult<()> {
+        self.copy_up_as(node, Copy::Metadata)
+    }
+
+    fn copy_up_as(&self, node: &Arc<Node>, how: Copy) -> SysResult<()> {
         if self.read_only() {
             return Err(Errno::ROFS);
         }
-        if self.stack.is_upper(node.read().top().layer) {
+        if self.is_up(node, how) {
             return Ok(());
         }
         let parent = node.read().parent.clone().ok_or(Errno::INVAL)?;
@@ -124,32 +150,62 @@ impl Overlay {
         // One copy-up at a time per node, under a lock of its own: the node's state stays
         // readable (getattr, reads through fds opened before) while the data is copied.
         let guard = node.lock_copy_up();
-        match self.copy_up_locked(node)? {
+        match self.copy_up_locked(node, how)? {
             CopiedUp::Done => Ok(()),
             CopiedUp::Moved => {
                 // Another name of the same hard-linked object: start over from it.
                 drop(guard);
-                self.copy_up(node)
+                self.copy_up_as(node, how)
             }
         }
     }
 
+    /// Whether `node` is in the upper layer as far as `how` needs.
+    fn is_up(&self, node: &Node, how: Copy) -> bool {
+        let state = node.read();
+        self.stack.is_upper(state.top().layer)
+            && (how == Copy::Metadata || state.objects.metacopy_data().is_none())
+    }
+
     /// The copy-up itself, with the node's copy-up lock held.
-    fn copy_up_locked(&self, node: &Arc<Node>) -> SysResult<CopiedUp> {
-        let (name, parent, src_layer, src) = {
+    fn copy_up_locked(&self, node: &Arc<Node>, how: Copy) -> SysResult<CopiedUp> {
+        if self.is_up(node, how) {
+            return Ok(CopiedUp::Done);
+        }
+        let (name, parent, src_layer, src, data) = {
             let state = node.read();
-            if self.stack.is_upper(state.top().layer) {
-                return Ok(CopiedUp::Done);
-            }
             let parent = state.parent.clone().ok_or(Errno::INVAL)?;
             let src = state.top().fd.owned_clone()?;
-            (state.name.clone(), parent, state.top().layer, src)
+            let data = match state.objects.metacopy_data() {
+                Some(data) => Some(data.fd.owned_clone()?),
+                None => None,
+            };
+            (state.name.clone(), parent, state.top().layer, src, data)
         };
+        if self.stack.is_upper(src_layer) {
+            // A metadata-only copy about to be written: its data comes up in place.
+            let data = data.ok_or(Errno::IO)?;
+            self.copy_up_data_in_place(src.as_fd(), data.as_fd())?;
+            node.write().objects.data_copied_up()?;
+            return Ok(CopiedUp::Done);
+        }
         let upper_dir = parent.read().top().fd.owned_clone()?;
         let upper_dir = upper_dir.as_fd();
         let src = src.as_fd();
         let st = self.stat_object(src_layer, src)?;
-        let upper_fd = match self.copy_up_object(src, src_layer, &st, upper_dir, &name, node.ino) {
+        // Hard links and lower metadata-only copies are copied whole.
+        let metadata_only = how == Copy::Metadata
+            && self.metacopy
+            && st.st_mode & libc::S_IFMT == libc::S_IFREG
+            && st.st_nlink == 1
+            && data.is_none();
+        let data_src = match (&data, metadata_only) {
+            (_, true) => None,
+            (Some(data), false) => Some(data.as_fd()),
+            (None, false) => Some(src),
+        };
+        let object = (src, src_layer, &st, data_src);
+        let upper_fd = match self.copy_up_object(object, upper_dir, &name, node.ino) {
             Ok(fd) => fd,
             // Already there (a hard link or a concurrent copy through another node) — unless
             // what is there is the whiteout of this very name: this name was deleted while the
@@ -180,7 +236,14 @@ impl Overlay {
             layer: 0,
             fd: crate::lookup::ObjFd::open(upper_fd),
         };
-        {
+        if metadata_only {
+            let mut data = LayerObject {
+                layer: src_layer,
+                fd: crate::lookup::ObjFd::open(src.try_clone_to_owned().map_err(|_| Errno::MFILE)?),
+            };
+            self.hold_path(&mut data);
+            node.write().objects = Objects::Metacopy { top: upper, data };
+        } else {
             node.write().objects.put_upper(upper);
         }
         if let Some(fd) = other_links {
@@ -189,31 +252,54 @@ impl Overlay {
         Ok(CopiedUp::Done)
     }
 
+    /// Brings the data of a metadata-only copy into its upper file, as the kernel does: copied
+    /// into the file in place, synced, and only then the metacopy marker removed, so a crash
+    /// leaves a file that still reads its data from below. Times and file capabilities
+    /// (which a write drops) are kept.
+    fn copy_up_data_in_place(&self, upper: BorrowedFd<'_>, data: BorrowedFd<'_>) -> SysResult<()> {
+        let st = sys::stat_fd(upper)?;
+        let caps = sys::get_xattr(upper, "security.capability")?;
+        let input = sys::reopen(data, OFlags::RDONLY)?;
+        let out = sys::reopen(upper, OFlags::WRONLY)?;
+        let data_size = sys::stat_fd(input.as_fd())?.st_size as u64;
+        copy_data(input.as_fd(), out.as_fd(), data_size)?;
+        // The metadata's size is the one users saw.
+        sys::truncate_fd(out.as_fd(), st.st_size as u64)?;
+        if let Some(caps) = caps {
+            sys::set_xattr(out.as_fd(), OsStr::new("security.capability"), &caps, 0)?;
+        }
+        if self.fsync {
+            sys::fsync(out.as_fd(), false)?;
+        }
+        let atime = Some(Some((st.st_atime, st.st_atime_nsec as i64)));
+        let mtime = Some(Some((st.st_mtime, st.st_mtime_nsec as i64)));
+        sys::utimens_fd(upper, atime, mtime)?;
+        whiteout::clear_metacopy(upper)
+    }
+
     /// Builds a copy of `src` in the workdir and renames it to `upper_dir/name`.
     fn copy_up_object(
         &self,
-        src: BorrowedFd<'_>,
-        src_layer: usize,
-        st: &Stat,
+        object: Source<'_>,
         upper_dir: BorrowedFd<'_>,
         name: &OsStr,
         ino: u64,
     ) -> SysResult<OwnedFd> {
         let staged = Staged::new(self.work_fd()?);
-        self.build_copy(src, src_layer, st, staged.work(), staged.name(), ino)?;
+        self.build_copy(object, staged.work(), staged.name(), ino)?;
         // A copy-up changes nothing users can see in the parent: keep its times (as the
         // kernel does), which the rename into it would otherwise move.
         staged.publish(upper_dir, name, Publish::NoReplace, DirTimes::Keep)?;
         sys::open_path_at(upper_dir, name)
     }
 
-    /// Creates `work/tmp` as a complete copy of `src` (without directory contents). `st` is
-    /// what users see of `src`: its owner and mode may come from an xattr of its layer.
+    /// Creates `work/tmp` as a copy of `src` (without directory contents). `st` is what users
+    /// see of `src`: its owner and mode may come from an xattr of its layer. A regular file's
+    /// data comes from `data`; without it the copy is metadata-only (its size set, its data
+    /// left where it is, `overlay.metacopy` set, as the kernel writes them).
     fn build_copy(
         &self,
-        src: BorrowedFd<'_>,
-        src_layer: usize,
-        st: &Stat,
+        (src, src_layer, st, data): Source<'_>,
         work: BorrowedFd<'_>,
         tmp: &OsStr,
         ino: u64,
@@ -221,14 +307,25 @@ impl Overlay {
         let file_type = st.st_mode & libc::S_IFMT;
         match file_type {
             libc::S_IFREG => {
-                let input = sys::reopen(src, OFlags::RDONLY)?;
                 let out = sys::open_at(
                     work,
                     tmp,
                     OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL,
                     0o600,
                 )?;
-                copy_data(input.as_fd(), out.as_fd(), st.st_size as u64)?;
+                match data {
+                    Some(data) => {
+                        let input = sys::reopen(data, OFlags::RDONLY)?;
+                        copy_data(input.as_fd(), out.as_fd(), st.st_size as u64)?;
+                        // A lower metadata-only copy's own size wins over its data file's.
+                        sys::truncate_fd(out.as_fd(), st.st_size as u64)?;
+                    }
+                    None => {
+                        sys::truncate_fd(out.as_fd(), st.st_size as u64)?;
+                        let marker = OsStr::new(self.xattr_ns.metacopy());
+                        sys::set_xattr(out.as_fd(), marker, b"", 0)?;
+                    }
+                }
                 if self.fsync {
                     sys::fsync(out.as_fd(), false)?;
                 }

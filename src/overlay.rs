@@ -197,7 +197,8 @@ impl Overlay {
         self.hold_path(resolved.objects.top_mut());
     }
 
-    fn hold_path(&self, object: &mut LayerObject) {
+    /// A lower non-directory object is held as its path from the layer root (see `ObjFd::Path`).
+    pub fn hold_path(&self, object: &mut LayerObject) {
         let layer = &self.stack.layers[object.layer];
         let Some(fd) = object.fd.held() else { return };
         if let Some(path) = sys::path_below(fd, &layer.path) {
