@@ -352,7 +352,7 @@ fn metacopy_on_writes_metadata_only_copies() {
         fix_times(&body.join("e"), 1_650_000_000);
         rustix::fs::utimensat(
             rustix::fs::CWD,
-            &body.join("moved"),
+            body.join("moved"),
             &rustix::fs::Timestamps {
                 last_access: rustix::fs::Timespec {
                     tv_sec: 1,
