@@ -52,6 +52,22 @@ fn assert_same_view(
     assert_eq!(a.1, b.1, "st_blocks: {a_label} (left), {b_label} (right)");
 }
 
+/// Every entry's d_type inode number equals what stat says (`dir` and its subdirectories).
+#[track_caller]
+fn assert_d_ino_is_st_ino(dir: &Path) {
+    for e in read_dir_raw(dir).expect("readdir") {
+        if e.name == "." || e.name == ".." {
+            continue;
+        }
+        let path = dir.join(&e.name);
+        let md = fs::symlink_metadata(&path).expect("stat");
+        assert_eq!(e.ino, md.ino(), "d_ino of {}", path.display());
+        if md.is_dir() {
+            assert_d_ino_is_st_ino(&path);
+        }
+    }
+}
+
 fn has_xattr(path: &Path, name: &str) -> bool {
     list_xattrs(path)
         .unwrap_or_default()
@@ -159,6 +175,7 @@ fn kernel_metacopy_upper_reads_and_writes_like_the_kernel() {
     let after_writes = with_watchdog(BODY_SECS, ovl.path(), move || {
         let through_ovlfs = view(&body);
         assert_same_view("kernel", &by_kernel, "ovlfs", &through_ovlfs);
+        assert_d_ino_is_st_ino(&body);
         // The marker is private, as the kernel keeps it.
         let listed = list_xattrs(&body.join("small")).expect("listxattr");
         assert!(!listed.iter().any(|n| n.contains("metacopy")), "{listed:?}");
