@@ -406,22 +406,18 @@ pub fn lookup(
             )?;
         }
         let mut objects = Objects::new(is_dir(&m.stat), m.objects);
-        let mut origin = m.origin;
         if whiteout::may_be_metacopy(&m.stat)
             && let Some(top) = objects.top().fd.held()
             && let Some(markers) = whiteout::metacopy_markers(top)?
         {
             let below = &parent_dirs[position + 1..];
-            let Some((data, data_ino)) = find_metacopy_data(stack, layer, below, name, markers)?
-            else {
+            let Some(data) = find_metacopy_data(stack, layer, below, name, markers)? else {
                 crate::logging::warn_limited(
                     "metacopy-data",
                     format_args!("{name:?}: metadata-only copy whose lower data is missing"),
                 );
                 return Err(Errno::IO);
             };
-            // As the kernel: an upper metadata-only copy shows its lower file's number.
-            origin = origin.or(Some((data.layer, data_ino)));
             let Objects::Leaf(top) = objects else {
                 return Err(Errno::IO);
             };
@@ -435,7 +431,9 @@ pub fn lookup(
                 .and_then(|fd| recorded_ino(stack, fd)),
             false => None,
         };
-        let ino = match (recorded, origin) {
+        // An upper metadata-only copy the kernel made keeps its own number (not its data
+        // file's, which other names may show: one number must never name two objects).
+        let ino = match (recorded, m.origin) {
             (Some(ino), _) => ino,
             (None, Some((layer, real_ino))) => stack.stable_ino(layer, real_ino),
             (None, None) => stack.stable_ino(objects.top().layer, m.stat.st_ino),
@@ -459,34 +457,38 @@ fn find_metacopy_data(
     below: &[(usize, BorrowedFd<'_>)],
     name: &OsStr,
     mut markers: whiteout::Metacopy,
-) -> SysResult<Option<(LayerObject, u64)>> {
+) -> SysResult<Option<LayerObject>> {
     let mut target = Target::InParent(name.to_owned());
+    // An opaque directory met on an absolute path: no layer below it is searched.
+    let mut stop_after = None;
     loop {
         if let Some(value) = markers.redirect.take() {
             target.redirect(&value);
         }
-        let next = match &target {
+        let next = match &mut target {
             Target::InParent(name) => below
                 .iter()
                 .find(|(layer, _)| *layer > from_layer)
-                .map(|&(layer, dir)| (layer, Parent::Borrowed(dir), name.as_os_str())),
+                .map(|&(layer, dir)| (layer, Parent::Borrowed(dir), name.clone())),
             Target::FromRoot(path) => {
-                let Some((last, dirs)) = path.split_last() else {
-                    return Ok(None);
-                };
-                stack
-                    .layers
-                    .iter()
-                    .filter(|l| l.index > from_layer)
-                    .find_map(|l| {
-                        walk_dirs(l.root_fd(), dirs)
-                            .map(|d| (l.index, Parent::Owned(d), last.as_os_str()))
-                    })
+                let mut found = None;
+                for l in stack.layers.iter().filter(|l| l.index > from_layer) {
+                    if stop_after.is_some_and(|last_layer| l.index > last_layer) {
+                        break;
+                    }
+                    if let Some(dir) = walk_redirected(l, path, &mut stop_after)? {
+                        let name = path.last().cloned().unwrap_or_default();
+                        found = Some((l.index, Parent::Owned(dir), name));
+                        break;
+                    }
+                }
+                found
             }
         };
         let Some((layer, parent, name)) = next else {
             return Ok(None);
         };
+        let name = name.as_os_str();
         from_layer = layer;
         let st = match probe(parent.fd(), name)? {
             Probe::Absent => continue,
@@ -509,10 +511,74 @@ fn find_metacopy_data(
                     layer,
                     fd: ObjFd::open(fd),
                 };
-                return Ok(Some((data, st.st_ino)));
+                return Ok(Some(data));
             }
         }
     }
+}
+
+/// Opens, in `layer`, the parent directory of the absolute path `path` (from the layer
+/// roots), as the kernel walks it: component by component as named, but a directory on the
+/// way that carries a redirect changes the path looked for in the layers below, and an
+/// opaque one (or a non-directory) ends the search after this layer. `path` becomes the one
+/// for the layers below. `None`: no such directory here.
+fn walk_redirected(
+    layer: &crate::layer::Layer,
+    path: &mut Vec<OsString>,
+    stop_after: &mut Option<usize>,
+) -> SysResult<Option<OwnedFd>> {
+    let Some((_, dirs)) = path.split_last() else {
+        return Ok(None);
+    };
+    let literal = dirs.to_vec();
+    // The path for the layers below, up to the component walked so far.
+    let mut below: Vec<OsString> = Vec::new();
+    let mut dir = layer
+        .root_fd()
+        .try_clone_to_owned()
+        .map_err(|_| Errno::MFILE)?;
+    let mut walked = 0;
+    let mut reached = true;
+    for component in &literal {
+        let next = match sys::open_path_at(dir.as_fd(), component) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) | Err(Errno::NOTDIR) => {
+                reached = false;
+                break;
+            }
+            Err(e) => return Err(e),
+        };
+        if !sys::stat_fd(next.as_fd()).is_ok_and(|st| is_dir(&st)) {
+            *stop_after = Some(layer.index);
+            reached = false;
+            break;
+        }
+        let markers = whiteout::dir_markers(next.as_fd())?;
+        below.push(component.clone());
+        match markers.redirect {
+            Some(r) if r.starts_with(b"/") => {
+                below = r
+                    .split(|b| *b == b'/')
+                    .filter(|c| !c.is_empty())
+                    .map(|c| OsStr::from_bytes(c).to_owned())
+                    .collect();
+            }
+            Some(r) => {
+                if let Some(last) = below.last_mut() {
+                    *last = OsStr::from_bytes(&r).to_owned();
+                }
+            }
+            None => {}
+        }
+        if markers.opaque {
+            *stop_after = Some(layer.index);
+        }
+        dir = next;
+        walked += 1;
+    }
+    below.extend(path[walked..].iter().cloned());
+    *path = below;
+    Ok(reached.then_some(dir))
 }
 
 /// The inode number an upper object had before its copy-up, if ovlfs recorded one.

@@ -66,24 +66,10 @@ pub fn list(stack: &LayerStack, dirs: &[(usize, BorrowedFd<'_>)]) -> SysResult<V
                 }
             } else if stack.is_upper(layer) {
                 // A copied-up object keeps the inode number it had in the lower layer.
-                let fd = sys::open_path_at(dir, &entry.name).ok();
-                let fd = fd.as_ref().map(std::os::fd::AsFd::as_fd);
-                match fd.and_then(|fd| lookup::recorded_ino(stack, fd)) {
-                    Some(ino) => ino,
-                    // A metadata-only copy the kernel made shows its data file's number.
-                    None if file_type == libc::S_IFREG
-                        && has_lower
-                        && fd.is_some_and(|fd| {
-                            matches!(whiteout::metacopy_markers(fd), Ok(Some(_)))
-                        }) =>
-                    {
-                        match lookup::lookup(stack, dirs, &entry.name) {
-                            Ok(Some(resolved)) => resolved.ino,
-                            _ => stack.stable_ino(layer, entry.ino),
-                        }
-                    }
-                    None => stack.stable_ino(layer, entry.ino),
-                }
+                sys::open_path_at(dir, &entry.name)
+                    .ok()
+                    .and_then(|fd| lookup::recorded_ino(stack, std::os::fd::AsFd::as_fd(&fd)))
+                    .unwrap_or_else(|| stack.stable_ino(layer, entry.ino))
             } else {
                 stack.stable_ino(layer, entry.ino)
             };
