@@ -23,7 +23,8 @@
 //! (how many failing seeds to shrink, default 3),
 //! `OVLFS_RANDOM_OP_SECS` (per-operation watchdog, default 10), `OVLFS_RANDOM_OVLFS_OPTS`
 //! (extra comma-separated `-o` options for ovlfs; with `metacopy=on` the kernel mounts get
-//! `metacopy=on` too), `OVLFS_RANDOM_NO_USERS=1` (run every
+//! `metacopy=on` too, and `OVLFS_RANDOM_IGNORE=mtime` looks past the one known difference:
+//! the kernel's data copy-up of a metadata-only copy moves its mtime, docs/comparison.md), `OVLFS_RANDOM_NO_USERS=1` (run every
 //! operation as root), `OVLFS_RANDOM_BUILD_FIXTURE=DIR` (only build the lowers in DIR, to
 //! reproduce by hand), `OVLFS_RANDOM_REPLAY=SEED:I,J,...` (replay ops I, J, ... of SEED verbosely),
 //! `OVLFS_RANDOM_DEBUG=1` (run the daemon with `-d`, show more of its stderr),
