@@ -202,14 +202,15 @@ pub struct Metacopy {
     pub redirect: Option<Vec<u8>>,
 }
 
-/// Whether a regular file of size `size` with `blocks` 512-byte blocks may carry
-/// `overlay.metacopy`. A metadata-only copy holds no data (at most an xattr block or two),
-/// so a file whose blocks cover its size with room to spare is not one: that saves the
-/// xattr syscall on most lookups of big files.
+/// Whether a regular file may carry `overlay.metacopy`. A metadata-only copy holds no data:
+/// its blocks are at most an xattr block or a few, so a file with more blocks than that that
+/// cover its size holds its own data. That spares the xattr call on lookups of big files;
+/// small ones are always checked (as the kernel checks every regular file).
 pub fn may_be_metacopy(st: &Stat) -> bool {
-    const SLACK: u64 = 64 * 1024;
+    const XATTR_ROOM: u64 = 64 * 1024;
+    let allocated = (st.st_blocks.max(0) as u64).saturating_mul(512);
     st.st_mode & libc::S_IFMT == libc::S_IFREG
-        && (st.st_blocks.max(0) as u64).saturating_mul(512) < (st.st_size.max(0) as u64) + SLACK
+        && (allocated <= XATTR_ROOM || allocated < st.st_size.max(0) as u64)
 }
 
 /// Reads a regular file's metacopy marker (either namespace), with its redirect if any.
@@ -259,6 +260,28 @@ mod tests {
         assert_eq!(aufs_whiteout_target(OsStr::new(".wh.")), None);
         assert_eq!(aufs_whiteout_target(OsStr::new("foo")), None);
         assert_eq!(aufs_whiteout_name(OsStr::new("x")), OsStr::new(".wh.x"));
+    }
+
+    #[test]
+    fn metacopy_candidates() {
+        let file = |size: i64, blocks: i64| {
+            let mut st: Stat = rustix::fs::stat("/").expect("stat /");
+            st.st_mode = libc::S_IFREG | 0o644;
+            st.st_size = size;
+            st.st_blocks = blocks;
+            st
+        };
+        assert!(may_be_metacopy(&file(0, 0)));
+        assert!(
+            may_be_metacopy(&file(6, 8)),
+            "a small file with an xattr block"
+        );
+        assert!(may_be_metacopy(&file(1 << 30, 8)), "a big one without data");
+        assert!(may_be_metacopy(&file(1 << 30, 1 << 20)), "sparse");
+        assert!(!may_be_metacopy(&file(1 << 20, 2056)), "holds its data");
+        let mut dir = file(4096, 8);
+        dir.st_mode = libc::S_IFDIR | 0o755;
+        assert!(!may_be_metacopy(&dir));
     }
 
     #[test]
