@@ -428,3 +428,87 @@ fn metacopy_on_writes_metadata_only_copies() {
     assert!(!has_xattr(&full, METACOPY));
     assert_eq!(fs::read(&full).unwrap(), fs::read(l.join("big")).unwrap());
 }
+
+/// Metadata-only copies built by hand, read side by side with the kernel: an absolute
+/// redirect through a directory that is itself redirected in a lower layer, a chain through a
+/// lower metadata-only copy with a relative redirect, one found by name, and one whose data
+/// is missing (`EIO` from both).
+#[test]
+fn metacopy_redirect_chains_like_the_kernel() {
+    const TEST: &str = "metacopy_redirect_chains_like_the_kernel";
+    if !require_root(TEST) || !require_kernel_overlay(TEST) {
+        return;
+    }
+    let (_t, root) = scratch(&["l1/new", "l2/old", "u", "w", "w2", "m_k", "m_o"]);
+    let meta = |path: &Path, size: u64, redirect: Option<&str>| {
+        write_file(path, "");
+        fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_len(size)
+            .unwrap();
+        set_xattr(path, METACOPY, b"");
+        if let Some(r) = redirect {
+            set_xattr(path, REDIRECT, r.as_bytes());
+        }
+    };
+    let (l1, l2, u) = (root.join("l1"), root.join("l2"), root.join("u"));
+    write_file(&l2.join("old/f"), "old data\n");
+    set_xattr(&l1.join("new"), REDIRECT, b"/old");
+    write_file(&l2.join("base"), "base data\n");
+    meta(&l1.join("mid"), 10, Some("base"));
+    meta(&l1.join("y"), 9, Some("/old/f"));
+    meta(&u.join("x"), 9, Some("/new/f"));
+    meta(&u.join("y"), 9, None);
+    meta(&u.join("lost"), 3, None);
+    fix_times(&root.join("l1"), 1_600_000_000);
+    fix_times(&l2, 1_600_000_000);
+    fix_times(&u, 1_600_000_000);
+    let layers = format!("{}:{}", l1.display(), l2.display());
+    let kernel = kernel_mount(
+        &format!(
+            "lowerdir={layers},upperdir={},workdir={},metacopy=on,redirect_dir=on",
+            u.display(),
+            root.join("w").display()
+        ),
+        &root.join("m_k"),
+    );
+    // Only the metadata-only copies: the kernel gives `x` the inode of its data file, which
+    // `new/f` and `old/f` show too, and then shows `x`'s attributes under those names.
+    let files = ["x", "y", "mid"];
+    let by_kernel = snapshot_entries(&root.join("m_k"), &files, Fields::MERGED);
+    let lost_in_kernel = fs::metadata(root.join("m_k/lost"));
+    drop(kernel);
+    for (f, content) in [
+        ("x", "old data\n"),
+        ("y", "old data\n"),
+        ("mid", "base data\n"),
+    ] {
+        let e = &by_kernel.entries[Path::new(f)];
+        assert_eq!(
+            e.content,
+            Some(Ok(fnv64(content.as_bytes()))),
+            "kernel: {f}"
+        );
+    }
+    assert_eq!(
+        errno(&lost_in_kernel),
+        Some(libc::EIO),
+        "fixture assumption: the kernel fails the lookup"
+    );
+    let ovl = Ovlfs::new([&l1, &l2])
+        .upper(&u, root.join("w2"))
+        .mount(&root.join("m_o"));
+    let body = root.join("m_o");
+    let through_ovlfs = with_watchdog(BODY_SECS, ovl.path(), move || {
+        assert_eq!(
+            errno(&fs::metadata(body.join("lost"))),
+            Some(libc::EIO),
+            "no data anywhere"
+        );
+        snapshot_entries(&body, &files, Fields::MERGED)
+    });
+    drop(ovl);
+    assert_trees_equal("kernel", &by_kernel, "ovlfs", &through_ovlfs);
+}
