@@ -78,7 +78,11 @@ impl Overlay {
             // unlink): that is no reason to copy a lower object up.
             return self.getattr(id);
         }
-        self.copy_up(&node)?;
+        if changes.size.is_some() {
+            self.copy_up(&node)?;
+        } else {
+            self.copy_up_meta(&node)?;
+        }
         let state = node.read();
         let fd_ref = state.top_fd()?;
         let fd = fd_ref.as_fd();
@@ -137,7 +141,8 @@ impl Overlay {
             let (atime, mtime) = (time_spec(changes.atime), time_spec(changes.mtime));
             sys::utimens_fd(fd, atime, mtime)?;
         }
-        let st = self.stat_object(0, fd)?;
+        let mut st = self.stat_object(0, fd)?;
+        self.data_blocks(&state.objects, &mut st);
         Ok(self.attr_from_stat(&node, &st, state.objects.is_merged()))
     }
 

@@ -52,6 +52,8 @@ pub struct IdRange {
 pub struct Config {
     /// Lower layers, topmost first, as absolute canonical paths (symlinks resolved).
     pub lowerdirs: Vec<PathBuf>,
+    /// Data-only lower layers, below `lowerdirs` (`lowerdir=A::B`, `datadir+=B`).
+    pub datadirs: Vec<PathBuf>,
     /// Writable upper layer; `None` means a read-only mount.
     pub upperdir: Option<PathBuf>,
     /// Work directory on the upper's filesystem; `Some` exactly when `upperdir` is.
@@ -67,6 +69,8 @@ pub struct Config {
     pub whiteout: WhiteoutMode,
     /// `-o userxattr`: use `user.overlay.*` even with CAP_SYS_ADMIN.
     pub userxattr: bool,
+    /// `metacopy=on`: metadata-only copy-up of lower regular files.
+    pub metacopy: bool,
     pub passthrough: PassthroughMode,
     /// Worker threads (`threads=N`; `threaded=0` means 1). `None`: from the core count.
     pub threads: Option<usize>,

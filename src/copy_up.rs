@@ -5,7 +5,7 @@
 //! object in the upper, and the temp leftovers are removed at the next mount.
 
 use std::ffi::OsStr;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use rustix::fs::OFlags;
 
 use crate::inode::Node;
-use crate::lookup::LayerObject;
+use crate::lookup::{LayerObject, Objects};
 use crate::overlay::Overlay;
 use crate::stat_override;
 use crate::sys::{self, Errno, Stat, SysResult};
@@ -128,6 +128,10 @@ fn copy_range(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, mut start: u64, end: u64
     Ok(())
 }
 
+/// What a copy-up copies: the object, its layer, what users see of it, and the file its
+/// data comes from (`None`: a metadata-only copy).
+type Source<'a> = (BorrowedFd<'a>, usize, &'a Stat, Option<BorrowedFd<'a>>);
+
 /// How a copy-up under the node's lock ended.
 enum CopiedUp {
     Done,
@@ -135,13 +139,35 @@ enum CopiedUp {
     Moved,
 }
 
+/// What a copy-up must bring up.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Copy {
+    /// Everything: the node's data ends up in its upper file.
+    Full,
+    /// With `metacopy=on`, the metadata of a lower regular file (chmod, chown, utimes,
+    /// xattrs): the data stays below until something writes it.
+    Metadata,
+}
+
 impl Overlay {
-    /// Makes sure `node` lives in the upper layer, copying up its parent chain first.
+    /// Makes sure `node` lives in the upper layer with its data, copying up its parent chain
+    /// first (and the data of a metadata-only copy).
     pub fn copy_up(&self, node: &Arc<Node>) -> SysResult<()> {
+        self.copy_up_as(node, Copy::Full)
+    }
+
+    /// Makes sure `node` lives in the upper layer before its metadata changes: with
+    /// `metacopy=on` a lower regular file gets a metadata-only copy (as the kernel's
+    /// overlayfs with the same option), otherwise a full one.
+    pub fn copy_up_meta(&self, node: &Arc<Node>) -> SysResult<()> {
+        self.copy_up_as(node, Copy::Metadata)
+    }
+
+    fn copy_up_as(&self, node: &Arc<Node>, how: Copy) -> SysResult<()> {
         if self.read_only() {
             return Err(Errno::ROFS);
         }
-        if self.stack.is_upper(node.read().top().layer) {
+        if self.is_up(node, how) {
             return Ok(());
         }
         let parent = node.read().parent.clone().ok_or(Errno::INVAL)?;
@@ -149,32 +175,62 @@ impl Overlay {
         // One copy-up at a time per node, under a lock of its own: the node's state stays
         // readable (getattr, reads through fds opened before) while the data is copied.
         let guard = node.lock_copy_up();
-        match self.copy_up_locked(node)? {
+        match self.copy_up_locked(node, how)? {
             CopiedUp::Done => Ok(()),
             CopiedUp::Moved => {
                 // Another name of the same hard-linked object: start over from it.
                 drop(guard);
-                self.copy_up(node)
+                self.copy_up_as(node, how)
             }
         }
     }
 
+    /// Whether `node` is in the upper layer as far as `how` needs.
+    fn is_up(&self, node: &Node, how: Copy) -> bool {
+        let state = node.read();
+        self.stack.is_upper(state.top().layer)
+            && (how == Copy::Metadata || state.objects.metacopy_data().is_none())
+    }
+
     /// The copy-up itself, with the node's copy-up lock held.
-    fn copy_up_locked(&self, node: &Arc<Node>) -> SysResult<CopiedUp> {
-        let (name, parent, src_layer, src) = {
+    fn copy_up_locked(&self, node: &Arc<Node>, how: Copy) -> SysResult<CopiedUp> {
+        if self.is_up(node, how) {
+            return Ok(CopiedUp::Done);
+        }
+        let (name, parent, src_layer, src, data) = {
             let state = node.read();
-            if self.stack.is_upper(state.top().layer) {
-                return Ok(CopiedUp::Done);
-            }
             let parent = state.parent.clone().ok_or(Errno::INVAL)?;
             let src = state.top().fd.owned_clone()?;
-            (state.name.clone(), parent, state.top().layer, src)
+            let data = match state.objects.metacopy_data() {
+                Some(data) => Some(data.fd.owned_clone()?),
+                None => None,
+            };
+            (state.name.clone(), parent, state.top().layer, src, data)
         };
+        if self.stack.is_upper(src_layer) {
+            // A metadata-only copy about to be written: its data comes up in place.
+            let data = data.ok_or(Errno::IO)?;
+            self.copy_up_data_in_place(src.as_fd(), data.as_fd())?;
+            node.write().objects.data_copied_up()?;
+            return Ok(CopiedUp::Done);
+        }
         let upper_dir = parent.read().top().fd.owned_clone()?;
         let upper_dir = upper_dir.as_fd();
         let src = src.as_fd();
         let st = self.stat_object(src_layer, src)?;
-        let upper_fd = match self.copy_up_object(src, src_layer, &st, upper_dir, &name, node.ino) {
+        // Hard links and lower metadata-only copies are copied whole.
+        let metadata_only = how == Copy::Metadata
+            && self.metacopy
+            && st.st_mode & libc::S_IFMT == libc::S_IFREG
+            && st.st_nlink == 1
+            && data.is_none();
+        let data_src = match (&data, metadata_only) {
+            (_, true) => None,
+            (Some(data), false) => Some(data.as_fd()),
+            (None, false) => Some(src),
+        };
+        let object = (src, src_layer, &st, data_src);
+        let upper_fd = match self.copy_up_object(object, upper_dir, &name, node.ino) {
             Ok(fd) => fd,
             // Already there (a hard link or a concurrent copy through another node) — unless
             // what is there is the whiteout of this very name: this name was deleted while the
@@ -205,7 +261,14 @@ impl Overlay {
             layer: 0,
             fd: crate::lookup::ObjFd::open(upper_fd),
         };
-        {
+        if metadata_only {
+            let mut data = LayerObject {
+                layer: src_layer,
+                fd: crate::lookup::ObjFd::open(src.try_clone_to_owned().map_err(|_| Errno::MFILE)?),
+            };
+            self.hold_path(&mut data);
+            node.write().objects = Objects::Metacopy { top: upper, data };
+        } else {
             node.write().objects.put_upper(upper);
         }
         if let Some(fd) = other_links {
@@ -214,22 +277,45 @@ impl Overlay {
         Ok(CopiedUp::Done)
     }
 
+    /// Brings the data of a metadata-only copy into its upper file, as the kernel does: copied
+    /// into the file in place, synced, and only then the metacopy marker removed, so a crash
+    /// leaves a file that still reads its data from below. Times and file capabilities
+    /// (which a write drops) are kept.
+    fn copy_up_data_in_place(&self, upper: BorrowedFd<'_>, data: BorrowedFd<'_>) -> SysResult<()> {
+        let st = sys::stat_fd(upper)?;
+        let caps = sys::get_xattr(upper, "security.capability")?;
+        let input = sys::reopen(data, OFlags::RDONLY)?;
+        let out = sys::reopen(upper, OFlags::WRONLY)?;
+        let data_st = sys::stat_fd(input.as_fd())?;
+        copy_data(input.as_fd(), out.as_fd(), &data_st, &AtomicBool::new(true))?;
+        // The metadata's size is the one users saw.
+        sys::truncate_fd(out.as_fd(), st.st_size as u64)?;
+        if let Some(caps) = caps {
+            sys::set_xattr(out.as_fd(), OsStr::new("security.capability"), &caps, 0)?;
+        }
+        if self.fsync {
+            sys::fsync(out.as_fd(), false)?;
+        }
+        let atime = Some(Some((st.st_atime, st.st_atime_nsec as i64)));
+        let mtime = Some(Some((st.st_mtime, st.st_mtime_nsec as i64)));
+        sys::utimens_fd(upper, atime, mtime)?;
+        whiteout::clear_metacopy(upper)
+    }
+
     /// Builds a copy of `src` in the workdir and renames it to `upper_dir/name`.
     fn copy_up_object(
         &self,
-        src: BorrowedFd<'_>,
-        src_layer: usize,
-        st: &Stat,
+        object: Source<'_>,
         upper_dir: BorrowedFd<'_>,
         name: &OsStr,
         ino: u64,
     ) -> SysResult<OwnedFd> {
         let work = self.work_fd()?;
-        let (staged, copy) = match self.build_file_unnamed(src, src_layer, st, work, ino)? {
+        let (staged, copy) = match self.build_file_unnamed(object, work, ino)? {
             Some(built) => built,
             None => {
                 let staged = Staged::new(work);
-                let copy = self.build_copy(src, src_layer, st, work, staged.name(), ino)?;
+                let copy = self.build_copy(object, work, staged.name(), ino)?;
                 (staged, copy)
             }
         };
@@ -247,9 +333,7 @@ impl Overlay {
     /// `None` for other types and where the upper cannot make unnamed files.
     fn build_file_unnamed<'w>(
         &self,
-        src: BorrowedFd<'_>,
-        src_layer: usize,
-        st: &Stat,
+        (src, src_layer, st, data): Source<'_>,
         work: BorrowedFd<'w>,
         ino: u64,
     ) -> SysResult<Option<(Staged<'w>, OwnedFd)>> {
@@ -259,11 +343,9 @@ impl Overlay {
         let Some(out) = sys::open_tmpfile(work, 0o600)? else {
             return Ok(None);
         };
-        let input = sys::reopen(src, OFlags::RDONLY)?;
-        let reflink = &self.stack.layers[src_layer].reflink_to_upper;
-        copy_data(input.as_fd(), out.as_fd(), st, reflink)?;
+        let has_data = self.fill_file(out.as_fd(), (src, src_layer, st, data))?;
         self.copy_metadata(src, src_layer, st, out.as_fd(), ino)?;
-        if self.fsync && st.st_size > 0 {
+        if self.fsync && has_data {
             sys::fsync(out.as_fd(), false)?;
         }
         let staged = Staged::new(work);
@@ -272,17 +354,16 @@ impl Overlay {
         Ok(Some((staged, copy)))
     }
 
-    /// Creates `work/tmp` as a complete copy of `src` (without directory contents) and returns
-    /// an `O_PATH` fd of it.
+    /// Creates `work/tmp` as a copy of `src` (without directory contents) and returns an
+    /// `O_PATH` fd of it.
     fn build_copy(
         &self,
-        src: BorrowedFd<'_>,
-        src_layer: usize,
-        st: &Stat,
+        object: Source<'_>,
         work: BorrowedFd<'_>,
         tmp: &OsStr,
         ino: u64,
     ) -> SysResult<OwnedFd> {
+        let (src, src_layer, st, _) = object;
         let file_type = st.st_mode & libc::S_IFMT;
         // A copy with data is synced once complete, data and metadata together, and only then
         // published: a crash never shows the name without the data. An empty file has no data
@@ -290,16 +371,15 @@ impl Overlay {
         let mut data_fd = None;
         match file_type {
             libc::S_IFREG => {
-                let input = sys::reopen(src, OFlags::RDONLY)?;
                 let out = sys::open_at(
                     work,
                     tmp,
                     OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL,
                     0o600,
                 )?;
-                let reflink = &self.stack.layers[src_layer].reflink_to_upper;
-                copy_data(input.as_fd(), out.as_fd(), st, reflink)?;
-                data_fd = (st.st_size > 0).then_some(out);
+                if self.fill_file(out.as_fd(), object)? {
+                    data_fd = Some(out);
+                }
             }
             libc::S_IFDIR => sys::mkdir_at(work, tmp, 0o700)?,
             libc::S_IFLNK => {
@@ -314,6 +394,30 @@ impl Overlay {
             sys::fsync(fd.as_fd(), false)?;
         }
         Ok(copy)
+    }
+
+    /// Fills the new regular file `out`: the data of `data`, or without it only its size and
+    /// the metacopy marker (a metadata-only copy, as the kernel writes them). Returns whether
+    /// data was written, which must then be synced.
+    fn fill_file(
+        &self,
+        out: BorrowedFd<'_>,
+        (src, src_layer, st, data): Source<'_>,
+    ) -> SysResult<bool> {
+        let Some(data) = data else {
+            sys::truncate_fd(out, st.st_size as u64)?;
+            let marker = OsStr::new(self.xattr_ns.metacopy());
+            sys::set_xattr(out, marker, b"", 0)?;
+            return Ok(false);
+        };
+        let input = sys::reopen(data, OFlags::RDONLY)?;
+        let reflink = &self.stack.layers[src_layer].reflink_to_upper;
+        copy_data(input.as_fd(), out, st, reflink)?;
+        if data.as_raw_fd() != src.as_raw_fd() {
+            // A lower metadata-only copy's own size wins over its data file's.
+            sys::truncate_fd(out, st.st_size as u64)?;
+        }
+        Ok(st.st_size > 0)
     }
 
     /// Gives the copy `copy` (an fd of any kind) the xattrs, owner, mode and times of `src`.

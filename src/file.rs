@@ -65,9 +65,11 @@ impl Overlay {
         }
         let (layer, (fd, write_only)) = {
             let state = node.read();
+            // A metadata-only copy (only ever opened to read) reads its lower data file.
+            let source = state.objects.metacopy_data().unwrap_or(state.top());
             (
-                state.top().layer,
-                self.open_real(state.top_fd()?.as_fd(), flags)?,
+                source.layer,
+                self.open_real(source.fd.get()?.as_fd(), flags)?,
             )
         };
         let mut opened = self.register_open(node, layer, fd, clear_sgid, make_backing);
@@ -175,7 +177,7 @@ impl Overlay {
         }
         let fd = {
             let state = file.node.read();
-            if !self.stack.is_upper(state.top().layer) {
+            if !self.stack.is_upper(state.top().layer) || state.objects.metacopy_data().is_some() {
                 return Ok(file.fd.as_fd());
             }
             sys::reopen(state.top_fd()?.as_fd(), OFlags::RDONLY)?

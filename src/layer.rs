@@ -88,6 +88,9 @@ pub struct LayerStack {
     pub has_upper: bool,
     /// The xattr holding an upper object's pre-copy-up inode number.
     pub origin_xattr: &'static str,
+    /// How many of the last layers are data-only: never merged, listed or looked up by
+    /// name, only read through the absolute redirects of metadata-only copies.
+    pub data_only: usize,
 }
 
 impl LayerStack {
@@ -100,7 +103,13 @@ impl LayerStack {
             layers: open_layers(upper, lowers)?,
             has_upper: upper.is_some(),
             origin_xattr,
+            data_only: 0,
         })
+    }
+
+    /// The layers names are looked up in: all but the data-only ones.
+    pub fn regular_layers(&self) -> &[Layer] {
+        &self.layers[..self.layers.len() - self.data_only]
     }
 
     pub fn upper(&self) -> Option<&Layer> {

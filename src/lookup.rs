@@ -85,6 +85,9 @@ pub enum Objects {
     },
     /// Anything else: exactly one object, from the topmost layer holding the name.
     Leaf(LayerObject),
+    /// A metadata-only copy (`overlay.metacopy`): the file users see, and the regular file
+    /// of a lower layer its data is read from.
+    Metacopy { top: LayerObject, data: LayerObject },
 }
 
 impl Objects {
@@ -106,14 +109,42 @@ impl Objects {
     /// The object users see: the topmost.
     pub fn top(&self) -> &LayerObject {
         match self {
-            Objects::Dir { top, .. } | Objects::Leaf(top) => top,
+            Objects::Dir { top, .. } | Objects::Leaf(top) | Objects::Metacopy { top, .. } => top,
         }
     }
 
     pub fn top_mut(&mut self) -> &mut LayerObject {
         match self {
-            Objects::Dir { top, .. } | Objects::Leaf(top) => top,
+            Objects::Dir { top, .. } | Objects::Leaf(top) | Objects::Metacopy { top, .. } => top,
         }
+    }
+
+    /// The lower file a metadata-only copy reads its data from.
+    pub fn metacopy_data(&self) -> Option<&LayerObject> {
+        match self {
+            Objects::Metacopy { data, .. } => Some(data),
+            _ => None,
+        }
+    }
+
+    /// The data object, to hold as a path from its layer root (see `ObjFd::Path`).
+    pub fn metacopy_data_mut(&mut self) -> Option<&mut LayerObject> {
+        match self {
+            Objects::Metacopy { data, .. } => Some(data),
+            _ => None,
+        }
+    }
+
+    /// After the data of a metadata-only copy has been copied up: a plain file.
+    pub fn data_copied_up(&mut self) -> SysResult<()> {
+        if let Objects::Metacopy { top, .. } = self {
+            let top = LayerObject {
+                layer: top.layer,
+                fd: ObjFd::open(top.fd.owned_clone()?),
+            };
+            *self = Objects::Leaf(top);
+        }
+        Ok(())
     }
 
     /// Every object, topmost first.
@@ -121,6 +152,7 @@ impl Objects {
         let below: &[LayerObject] = match self {
             Objects::Dir { below, .. } => below,
             Objects::Leaf(_) => &[],
+            Objects::Metacopy { data, .. } => std::slice::from_ref(data),
         };
         std::iter::once(self.top()).chain(below)
     }
@@ -135,6 +167,7 @@ impl Objects {
         match self {
             Objects::Dir { top, below } => below.insert(0, std::mem::replace(top, upper)),
             Objects::Leaf(top) => *top = upper,
+            Objects::Metacopy { .. } => *self = Objects::Leaf(upper),
         }
     }
 
@@ -261,7 +294,7 @@ impl Merge {
                         return Ok(());
                     };
                     stack
-                        .layers
+                        .regular_layers()
                         .iter()
                         .filter(|l| l.index > from_layer)
                         .find_map(|l| {
@@ -372,15 +405,38 @@ pub fn lookup(
                 markers,
             )?;
         }
-        let objects = Objects::new(is_dir(&m.stat), m.objects);
-        let ino = match m.origin {
-            Some((layer, real_ino)) => stack.stable_ino(layer, real_ino),
-            None => objects
+        let mut objects = Objects::new(is_dir(&m.stat), m.objects);
+        if whiteout::may_be_metacopy(&m.stat)
+            && let Some(top) = objects.top().fd.held()
+            && let Some(markers) = whiteout::metacopy_markers(top)?
+        {
+            let below = &parent_dirs[position + 1..];
+            let Some(data) = find_metacopy_data(stack, layer, below, name, markers)? else {
+                crate::logging::warn_limited(
+                    "metacopy-data",
+                    format_args!("{name:?}: metadata-only copy whose lower data is missing"),
+                );
+                return Err(Errno::IO);
+            };
+            let Objects::Leaf(top) = objects else {
+                return Err(Errno::IO);
+            };
+            objects = Objects::Metacopy { top, data };
+        }
+        let recorded = match stack.is_upper(layer) {
+            true => objects
                 .top()
                 .fd
                 .held()
-                .and_then(|fd| recorded_ino(stack, fd))
-                .unwrap_or_else(|| stack.stable_ino(objects.top().layer, m.stat.st_ino)),
+                .and_then(|fd| recorded_ino(stack, fd)),
+            false => None,
+        };
+        // An upper metadata-only copy the kernel made keeps its own number (not its data
+        // file's, which other names may show: one number must never name two objects).
+        let ino = match (recorded, m.origin) {
+            (Some(ino), _) => ino,
+            (None, Some((layer, real_ino))) => stack.stable_ino(layer, real_ino),
+            (None, None) => stack.stable_ino(objects.top().layer, m.stat.st_ino),
         };
         return Ok(Some(Resolved {
             ino,
@@ -389,6 +445,140 @@ pub fn lookup(
         }));
     }
     Ok(None)
+}
+
+/// Finds the regular file of a lower layer holding the data of the metadata-only copy found
+/// in `from_layer` (as the kernel's lookup does): its redirect, or else the same name, in the
+/// parent's lower directories; an absolute redirect is followed from the lower layers' roots,
+/// data-only layers last. A lower metadata-only copy on the way is followed further down.
+fn find_metacopy_data(
+    stack: &LayerStack,
+    mut from_layer: usize,
+    below: &[(usize, BorrowedFd<'_>)],
+    name: &OsStr,
+    mut markers: whiteout::Metacopy,
+) -> SysResult<Option<LayerObject>> {
+    let mut target = Target::InParent(name.to_owned());
+    // An opaque directory met on an absolute path: no layer below it is searched.
+    let mut stop_after = None;
+    loop {
+        if let Some(value) = markers.redirect.take() {
+            target.redirect(&value);
+        }
+        let next = match &mut target {
+            Target::InParent(name) => below
+                .iter()
+                .find(|(layer, _)| *layer > from_layer)
+                .map(|&(layer, dir)| (layer, Parent::Borrowed(dir), name.clone())),
+            Target::FromRoot(path) => {
+                let mut found = None;
+                for l in stack.layers.iter().filter(|l| l.index > from_layer) {
+                    if stop_after.is_some_and(|last_layer| l.index > last_layer) {
+                        break;
+                    }
+                    if let Some(dir) = walk_redirected(l, path, &mut stop_after)? {
+                        let name = path.last().cloned().unwrap_or_default();
+                        found = Some((l.index, Parent::Owned(dir), name));
+                        break;
+                    }
+                }
+                found
+            }
+        };
+        let Some((layer, parent, name)) = next else {
+            return Ok(None);
+        };
+        let name = name.as_os_str();
+        from_layer = layer;
+        let st = match probe(parent.fd(), name)? {
+            Probe::Absent => continue,
+            Probe::Whiteout => return Ok(None),
+            Probe::Present(st) => st,
+        };
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            return Ok(None);
+        }
+        let fd = sys::open_path_at(parent.fd(), name)?;
+        let lower_markers = if whiteout::may_be_metacopy(&st) {
+            whiteout::metacopy_markers(fd.as_fd())?
+        } else {
+            None
+        };
+        match lower_markers {
+            Some(next) => markers = next,
+            None => {
+                let data = LayerObject {
+                    layer,
+                    fd: ObjFd::open(fd),
+                };
+                return Ok(Some(data));
+            }
+        }
+    }
+}
+
+/// Opens, in `layer`, the parent directory of the absolute path `path` (from the layer
+/// roots), as the kernel walks it: component by component as named, but a directory on the
+/// way that carries a redirect changes the path looked for in the layers below, and an
+/// opaque one (or a non-directory) ends the search after this layer. `path` becomes the one
+/// for the layers below. `None`: no such directory here.
+fn walk_redirected(
+    layer: &crate::layer::Layer,
+    path: &mut Vec<OsString>,
+    stop_after: &mut Option<usize>,
+) -> SysResult<Option<OwnedFd>> {
+    let Some((_, dirs)) = path.split_last() else {
+        return Ok(None);
+    };
+    let literal = dirs.to_vec();
+    // The path for the layers below, up to the component walked so far.
+    let mut below: Vec<OsString> = Vec::new();
+    let mut dir = layer
+        .root_fd()
+        .try_clone_to_owned()
+        .map_err(|_| Errno::MFILE)?;
+    let mut walked = 0;
+    let mut reached = true;
+    for component in &literal {
+        let next = match sys::open_path_at(dir.as_fd(), component) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) | Err(Errno::NOTDIR) => {
+                reached = false;
+                break;
+            }
+            Err(e) => return Err(e),
+        };
+        if !sys::stat_fd(next.as_fd()).is_ok_and(|st| is_dir(&st)) {
+            *stop_after = Some(layer.index);
+            reached = false;
+            break;
+        }
+        let markers = whiteout::dir_markers(next.as_fd())?;
+        below.push(component.clone());
+        match markers.redirect {
+            Some(r) if r.starts_with(b"/") => {
+                below = r
+                    .split(|b| *b == b'/')
+                    .filter(|c| !c.is_empty())
+                    .map(|c| OsStr::from_bytes(c).to_owned())
+                    .collect();
+            }
+            Some(r) => {
+                if let Some(last) = below.last_mut() {
+                    *last = OsStr::from_bytes(&r).to_owned();
+                }
+            }
+            None => {}
+        }
+        if markers.opaque {
+            *stop_after = Some(layer.index);
+        }
+        dir = next;
+        walked += 1;
+    }
+    below.extend(path[walked..].iter().cloned());
+    *path = below;
+    Ok(reached.then_some(dir))
 }
 
 /// The inode number an upper object had before its copy-up, if ovlfs recorded one.

@@ -336,7 +336,8 @@ fn open_layers(config: &Config) -> Result<Overlay, String> {
             .upperdir
             .iter()
             .map(|p| ("upperdir", p))
-            .chain(config.lowerdirs.iter().map(|p| ("lowerdir", p)));
+            .chain(config.lowerdirs.iter().map(|p| ("lowerdir", p)))
+            .chain(config.datadirs.iter().map(|p| ("datadir", p)));
         for (what, path) in layers {
             let opened = sys::open_layer_root(path).and_then(|fd| sys::stat_fd(fd.as_fd()));
             if let Err(err) = opened {

@@ -41,6 +41,8 @@ pub struct Overlay {
     pub static_nlink: bool,
     pub noacl: bool,
     pub ids: IdMap,
+    /// `metacopy=on`: chmod, chown and utimes of a lower file copy up its metadata only.
+    pub metacopy: bool,
     pub passthrough_mode: PassthroughMode,
     pub writeback_wanted: bool,
     /// What the kernel agreed to at INIT: passthrough of upper files, or the writeback cache.
@@ -62,18 +64,21 @@ impl Overlay {
         } else {
             XattrNamespace::Trusted
         };
-        let mut stack = LayerStack::new(
-            config.upperdir.as_deref(),
-            &config.lowerdirs,
-            xattr_ns.origin_ino(),
-        )
-        .map_err(io::Error::from)?;
+        let lowers: Vec<_> = config
+            .lowerdirs
+            .iter()
+            .chain(&config.datadirs)
+            .cloned()
+            .collect();
+        let mut stack = LayerStack::new(config.upperdir.as_deref(), &lowers, xattr_ns.origin_ino())
+            .map_err(io::Error::from)?;
+        stack.data_only = config.datadirs.len();
         if stack.has_upper {
             let upper = &mut stack.layers[0];
             upper.stat_xattr = StatXattr::for_upper(config.xattr_permissions, upper.root.as_fd());
         }
         let mut objects = Vec::new();
-        for layer in &stack.layers {
+        for layer in stack.regular_layers() {
             let fd = layer.root.as_fd().try_clone_to_owned()?;
             objects.push(LayerObject {
                 layer: layer.index,
@@ -105,6 +110,7 @@ impl Overlay {
             passthrough_on: AtomicBool::new(false),
             writeback_on: AtomicBool::new(false),
             ids: IdMap::from_config(config),
+            metacopy: config.metacopy,
             work: Default::default(),
             hardlinks: Default::default(),
             any_stat_xattr,
@@ -160,6 +166,7 @@ impl Overlay {
             if let Some(fd) = r.objects.top().fd.held() {
                 self.stored_owner(r.objects.top().layer, fd, &mut r.stat);
             }
+            self.data_blocks(&r.objects, &mut r.stat);
             self.release_lower_fd(r);
         }
         let resolved = resolved.ok_or(Errno::NOENT)?;
@@ -178,17 +185,38 @@ impl Overlay {
     /// path from the layer root instead of an fd, so huge trees stay within the open-file
     /// limit (the fd table would otherwise hold one entry per file the kernel caches).
     fn release_lower_fd(&self, resolved: &mut lookup::Resolved) {
-        if resolved.is_dir() || self.stack.is_upper(resolved.objects.top().layer) {
+        if resolved.is_dir() {
             return;
         }
-        let top = resolved.objects.top_mut();
-        let layer = &self.stack.layers[top.layer];
-        let Some(fd) = top.fd.held() else { return };
+        if let Some(data) = resolved.objects.metacopy_data_mut() {
+            self.hold_path(data);
+        }
+        if self.stack.is_upper(resolved.objects.top().layer) {
+            return;
+        }
+        self.hold_path(resolved.objects.top_mut());
+    }
+
+    /// A lower non-directory object is held as its path from the layer root (see `ObjFd::Path`).
+    pub fn hold_path(&self, object: &mut LayerObject) {
+        let layer = &self.stack.layers[object.layer];
+        let Some(fd) = object.fd.held() else { return };
         if let Some(path) = sys::path_below(fd, &layer.path) {
-            top.fd = lookup::ObjFd::Path {
+            object.fd = lookup::ObjFd::Path {
                 root: layer.root.clone(),
                 path,
             };
+        }
+    }
+
+    /// A metadata-only copy shows the blocks of the file holding its data (as the kernel
+    /// does); its size is its own (a metadata-only copy-up sets it).
+    pub fn data_blocks(&self, objects: &lookup::Objects, st: &mut Stat) {
+        let Some(data) = objects.metacopy_data() else {
+            return;
+        };
+        if let Ok(data_st) = data.fd.get().and_then(|fd| sys::stat_fd(fd.as_fd())) {
+            st.st_blocks = data_st.st_blocks;
         }
     }
 
@@ -199,7 +227,8 @@ impl Overlay {
     pub fn getattr(&self, id: u64) -> SysResult<FileAttr> {
         let node = self.node(id)?;
         let state = node.read();
-        let st = self.stat_object(state.top().layer, state.top_fd()?.as_fd())?;
+        let mut st = self.stat_object(state.top().layer, state.top_fd()?.as_fd())?;
+        self.data_blocks(&state.objects, &mut st);
         Ok(self.attr_from_stat(&node, &st, state.objects.is_merged()))
     }
 

@@ -42,6 +42,14 @@ impl XattrNamespace {
             XattrNamespace::User => "user.overlay.whiteout",
         }
     }
+
+    /// Marks a regular file whose data lives in a lower layer (a metadata-only copy-up).
+    pub fn metacopy(self) -> &'static str {
+        match self {
+            XattrNamespace::Trusted => "trusted.overlay.metacopy",
+            XattrNamespace::User => "user.overlay.metacopy",
+        }
+    }
 }
 
 const WHITEOUT_XATTRS: [&str; 2] = ["trusted.overlay.whiteout", "user.overlay.whiteout"];
@@ -184,6 +192,55 @@ pub fn is_opaque_dir(dir: BorrowedFd<'_>) -> SysResult<bool> {
     Ok(dir_markers(dir)?.opaque)
 }
 
+const METACOPY_XATTRS: [&str; 2] = ["trusted.overlay.metacopy", "user.overlay.metacopy"];
+
+/// What a regular file's markers say about where its data lives.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Metacopy {
+    /// `overlay.redirect`: the data file's path from the layer roots (absolute) or its name
+    /// in the same parent; `None`: the same name in the parent's lower directories.
+    pub redirect: Option<Vec<u8>>,
+}
+
+/// Whether a regular file may carry `overlay.metacopy`. A metadata-only copy holds no data:
+/// its blocks are at most an xattr block or a few, so a file with more blocks than that that
+/// cover its size holds its own data. That spares the xattr call on lookups of big files;
+/// small ones are always checked (as the kernel checks every regular file).
+pub fn may_be_metacopy(st: &Stat) -> bool {
+    const XATTR_ROOM: u64 = 64 * 1024;
+    let allocated = (st.st_blocks.max(0) as u64).saturating_mul(512);
+    st.st_mode & libc::S_IFMT == libc::S_IFREG
+        && (allocated <= XATTR_ROOM || allocated < st.st_size.max(0) as u64)
+}
+
+/// Reads a regular file's metacopy marker (either namespace), with its redirect if any.
+/// `Ok(None)`: the file holds its own data.
+pub fn metacopy_markers(file: BorrowedFd<'_>) -> SysResult<Option<Metacopy>> {
+    let names = sys::list_xattr(file)?;
+    let has = |wanted: &str| names.iter().any(|n| n.as_bytes() == wanted.as_bytes());
+    if !METACOPY_XATTRS.iter().any(|n| has(n)) {
+        return Ok(None);
+    }
+    let mut markers = Metacopy::default();
+    for wanted in REDIRECT_XATTRS {
+        if has(wanted) {
+            markers.redirect = sys::get_xattr(file, wanted)?;
+        }
+    }
+    Ok(Some(markers))
+}
+
+/// Removes the metacopy marker of both namespaces once the file holds its data.
+pub fn clear_metacopy(file: BorrowedFd<'_>) -> SysResult<()> {
+    for name in METACOPY_XATTRS {
+        match sys::remove_xattr(file, OsStr::new(name)) {
+            Ok(()) | Err(Errno::NODATA) | Err(Errno::OPNOTSUPP) | Err(Errno::PERM) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// Whether an AUFS whiteout for `name` exists in `dir`.
 pub fn has_aufs_whiteout(dir: BorrowedFd<'_>, name: &OsStr) -> bool {
     sys::stat_at(dir, &aufs_whiteout_name(name)).is_ok()
@@ -203,6 +260,28 @@ mod tests {
         assert_eq!(aufs_whiteout_target(OsStr::new(".wh.")), None);
         assert_eq!(aufs_whiteout_target(OsStr::new("foo")), None);
         assert_eq!(aufs_whiteout_name(OsStr::new("x")), OsStr::new(".wh.x"));
+    }
+
+    #[test]
+    fn metacopy_candidates() {
+        let file = |size: i64, blocks: i64| {
+            let mut st: Stat = rustix::fs::stat("/").expect("stat /");
+            st.st_mode = libc::S_IFREG | 0o644;
+            st.st_size = size;
+            st.st_blocks = blocks;
+            st
+        };
+        assert!(may_be_metacopy(&file(0, 0)));
+        assert!(
+            may_be_metacopy(&file(6, 8)),
+            "a small file with an xattr block"
+        );
+        assert!(may_be_metacopy(&file(1 << 30, 8)), "a big one without data");
+        assert!(may_be_metacopy(&file(1 << 30, 1 << 20)), "sparse");
+        assert!(!may_be_metacopy(&file(1 << 20, 2056)), "holds its data");
+        let mut dir = file(4096, 8);
+        dir.st_mode = libc::S_IFDIR | 0o755;
+        assert!(!may_be_metacopy(&dir));
     }
 
     #[test]

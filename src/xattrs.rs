@@ -94,7 +94,7 @@ impl Overlay {
             return Err(Errno::ROFS);
         }
         let node = self.node(id)?;
-        self.copy_up(&node)?;
+        self.copy_up_meta(&node)?;
         Ok(node)
     }
 

@@ -72,7 +72,16 @@ pub const SECTIONS: &[Section] = &[
                 "lower layers, leftmost on top (at most 500); \\: escapes a colon inside a \
                  path, \\, a comma; each may be a symlink to the layer",
             ),
+            opt(
+                "lowerdir=L1:L2::D1::D2",
+                "layers after a \"::\" are data-only: never listed or looked up, only \
+                 read through the absolute redirects of metadata-only copies (composefs)",
+            ),
             opt("lowerdir+=L", "append one lower layer (taken literally)"),
+            opt(
+                "datadir+=D",
+                "append one data-only lower layer (taken literally), below every lowerdir",
+            ),
             opt(
                 "upperdir=U",
                 "writable upper layer (without it the mount is read-only)",
@@ -96,6 +105,12 @@ pub const SECTIONS: &[Section] = &[
             opt(
                 "userxattr",
                 "use user.overlay.* xattrs even when privileged",
+            ),
+            opt(
+                "metacopy=on|off",
+                "on: chmod, chown and utimes of a lower file copy up its metadata only, the \
+                 data on first write (the kernel reads this with metacopy=on; \
+                 fuse-overlayfs cannot). Default off",
             ),
             opt(
                 "passthrough=auto|on|off",

@@ -141,6 +141,8 @@ fn errno_text(err: &io::Error) -> String {
 #[derive(Debug, Default)]
 struct Raw {
     lowers: Option<Vec<PathBuf>>,
+    /// Data-only lower layers (`lowerdir=A::B`, `datadir+=B`).
+    datadirs: Vec<PathBuf>,
     upper: Option<PathBuf>,
     work: Option<PathBuf>,
     positionals: Vec<OsString>,
@@ -150,6 +152,7 @@ struct Raw {
     debug_in_background: bool,
     whiteout: WhiteoutMode,
     userxattr: bool,
+    metacopy: bool,
     passthrough: PassthroughMode,
     threads: Option<usize>,
     threaded: Option<bool>,
@@ -263,21 +266,30 @@ fn parse_option(raw: &mut Raw, field: &[u8], after_path: Option<&(&[u8], PathBuf
     };
     match name {
         // Layers.
-        "lowerdir" => raw.lowers = Some(split_lowerdir(need()?)?),
-        "lowerdir+" => {
+        "lowerdir" => {
+            let (regular, data) = split_lowerdir(need()?)?;
+            raw.lowers = Some(regular);
+            raw.datadirs = data;
+        }
+        "lowerdir+" | "datadir+" => {
             let v = need()?;
             if v.is_empty() {
-                return Err(OptionsError::new("lowerdir+ is empty"));
+                return Err(OptionsError::new(format_args!("{name} is empty")));
             }
+            if name == "lowerdir+" && !raw.datadirs.is_empty() {
+                return Err(OptionsError::new(
+                    "a regular lower layer (lowerdir+=) cannot follow a data-only one \
+                     (datadir+= or after \"::\")",
+                ));
+            }
+            let path = path_of(v.to_vec());
             let lowers = raw.lowers.get_or_insert_with(Vec::new);
-            lowers.push(path_of(v.to_vec()));
-            check_layer_count(lowers.len())?;
-        }
-        "datadir+" => {
-            return Err(OptionsError::new(format_args!(
-                "option {} is not supported (data-only lower layers)",
-                quote(field)
-            )));
+            if name == "lowerdir+" {
+                lowers.push(path);
+            } else {
+                raw.datadirs.push(path);
+            }
+            check_layer_count(lowers.len() + raw.datadirs.len())?;
         }
         "upperdir" => raw.upper = Some(need_path()?),
         "workdir" => raw.work = Some(need_path()?),
@@ -293,6 +305,14 @@ fn parse_option(raw: &mut Raw, field: &[u8], after_path: Option<&(&[u8], PathBuf
             };
         }
         "userxattr" => raw.userxattr = true,
+        "metacopy" => {
+            let v = need()?;
+            raw.metacopy = match v {
+                b"on" => true,
+                b"off" => false,
+                _ => return Err(bad_value(name, v, "on or off")),
+            };
+        }
         "passthrough" => {
             let v = need()?;
             raw.passthrough = match v {

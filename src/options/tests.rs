@@ -252,10 +252,56 @@ fn lowerdir_plus_appends() {
     let c = config(&["-o", &format!("lowerdir+={l},lowerdir+={l2}"), &m]);
     assert_eq!(c.lowerdirs, vec![PathBuf::from(&l), PathBuf::from(&l2)]);
     err_contains(&["-o", "lowerdir+=", &m], &["lowerdir+"]);
-    err_contains(
-        &["-o", &format!("lowerdir={l},datadir+={l2}"), &m],
-        &["datadir+"],
+}
+
+#[test]
+fn data_only_layers() {
+    let t = Tree::new();
+    let (l, d, d2, m) = (t.dir("l"), t.dir("d"), t.dir("d2"), t.dir("m"));
+    let p = |s: &str| PathBuf::from(s);
+    let c = config(&["-o", &format!("lowerdir={l}::{d}::{d2}"), &m]);
+    assert_eq!(c.lowerdirs, vec![p(&l)]);
+    assert_eq!(c.datadirs, vec![p(&d), p(&d2)]);
+    let c = config(&[
+        "-o",
+        &format!("lowerdir+={l},datadir+={d},datadir+={d2}"),
+        &m,
+    ]);
+    assert_eq!(
+        (c.lowerdirs, c.datadirs),
+        (vec![p(&l)], vec![p(&d), p(&d2)])
     );
+    let c = config(&["-o", &format!("lowerdir={l},datadir+={d}"), &m]);
+    assert_eq!((c.lowerdirs, c.datadirs), (vec![p(&l)], vec![p(&d)]));
+    err_contains(
+        &["-o", &format!("datadir+={d},lowerdir+={l}"), &m],
+        &["cannot follow a data-only"],
+    );
+    err_contains(
+        &["-o", &format!("lowerdir={l}::{d}:{d2}"), &m],
+        &["cannot follow a data-only"],
+    );
+    err_contains(
+        &["-o", &format!("datadir+={d}"), &m],
+        &["at least one regular"],
+    );
+    err_contains(&["-o", &format!("lowerdir={l}::"), &m], &["empty element"]);
+    err_contains(&["-o", &format!("lowerdir=::{d}"), &m], &["empty element"]);
+    err_contains(&["-o", &format!("lowerdir={l}:::{d}"), &m], &["\"::\""]);
+    err_contains(&["-o", "datadir+=", &m], &["datadir+ is empty"]);
+    err_contains(
+        &["-o", &format!("lowerdir={l}::{}/missing", t.dir("x")), &m],
+        &["datadir", "missing"],
+    );
+}
+
+#[test]
+fn metacopy_option() {
+    assert!(!cfg_extra("").metacopy);
+    assert!(cfg_extra("metacopy=on").metacopy);
+    assert!(!cfg_extra("metacopy=on,metacopy=off").metacopy);
+    err_extra("metacopy=yes", &["metacopy", "on or off"]);
+    err_extra("metacopy", &["metacopy", "needs a value"]);
 }
 
 #[test]

@@ -142,6 +142,12 @@ pub(super) fn validate(raw: Raw) -> Result<Config> {
                 "no lowerdir given (-o lowerdir=DIR[:DIR...])",
             ));
         }
+        Some(l) if l.is_empty() && !raw.datadirs.is_empty() => {
+            return Err(OptionsError::new(
+                "data-only layers need at least one regular lower layer above them \
+                 (lowerdir=L::DATA or lowerdir+=L,datadir+=DATA)",
+            ));
+        }
         Some(l) if l.is_empty() => return Err(OptionsError::new("lowerdir is empty")),
         Some(l) => l,
     };
@@ -159,9 +165,15 @@ pub(super) fn validate(raw: Raw) -> Result<Config> {
         _ => {}
     }
 
+    let regular_count = lowers.len();
     let lowers = lowers
         .iter()
         .map(|l| Dir::resolve("lowerdir", l, READ))
+        .chain(
+            raw.datadirs
+                .iter()
+                .map(|d| Dir::resolve("datadir", d, READ)),
+        )
         .collect::<Result<Vec<Dir>>>()?;
     let upper = raw
         .upper
@@ -257,7 +269,15 @@ pub(super) fn validate(raw: Raw) -> Result<Config> {
         threads = Some(1);
     }
     Ok(Config {
-        lowerdirs: lowers.into_iter().map(|d| d.path).collect(),
+        datadirs: lowers[regular_count..]
+            .iter()
+            .map(|d| d.path.clone())
+            .collect(),
+        lowerdirs: lowers
+            .into_iter()
+            .take(regular_count)
+            .map(|d| d.path)
+            .collect(),
         upperdir: upper.map(|d| d.path),
         workdir: work.map(|d| d.path),
         mountpoint: mountpoint.path,
@@ -266,6 +286,7 @@ pub(super) fn validate(raw: Raw) -> Result<Config> {
         debug: raw.debug || raw.debug_in_background,
         whiteout: raw.whiteout,
         userxattr: raw.userxattr,
+        metacopy: raw.metacopy,
         passthrough: raw.passthrough,
         threads,
         timeout: raw.timeout,

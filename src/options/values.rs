@@ -46,31 +46,64 @@ pub(super) fn path_of(bytes: Vec<u8>) -> PathBuf {
 }
 
 /// Splits a `lowerdir=` value at unescaped colons, unescaping each element.
-pub(super) fn split_lowerdir(value: &[u8]) -> Result<Vec<PathBuf>> {
+/// The layers of a `lowerdir=` value: the regular ones, then the data-only ones (those after
+/// a `::`, each separated from the next by `::` too, as the kernel takes them).
+pub(super) fn split_lowerdir(value: &[u8]) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
     if value.is_empty() {
         return Err(OptionsError::new("lowerdir is empty"));
     }
-    let mut elements: Vec<Vec<u8>> = vec![Vec::new()];
-    let mut it = value.iter();
+    let empty_element = || {
+        OptionsError::new(format_args!(
+            "lowerdir {} has an empty element (a leading or trailing \":\")",
+            quote(value)
+        ))
+    };
+    let mut regular: Vec<PathBuf> = Vec::new();
+    let mut data: Vec<PathBuf> = Vec::new();
+    let mut element = Vec::new();
+    let mut in_data = false;
+    let mut it = value.iter().peekable();
     while let Some(&c) = it.next() {
         match c {
-            b'\\' => {
-                let escaped = *it.next().unwrap_or(&b'\\');
-                elements.last_mut().expect("never empty").push(escaped);
+            b'\\' => element.push(*it.next().unwrap_or(&b'\\')),
+            b':' => {
+                let mut colons = 1;
+                while it.next_if_eq(&&b':').is_some() {
+                    colons += 1;
+                }
+                if element.is_empty() || it.peek().is_none() {
+                    return Err(empty_element());
+                }
+                let layers = if in_data { &mut data } else { &mut regular };
+                layers.push(path_of(std::mem::take(&mut element)));
+                match colons {
+                    1 if in_data => {
+                        return Err(OptionsError::new(format_args!(
+                            "lowerdir {}: a regular lower layer cannot follow a data-only \
+                             one (separate data-only layers with \"::\")",
+                            quote(value)
+                        )));
+                    }
+                    1 => {}
+                    2 => in_data = true,
+                    _ => {
+                        return Err(OptionsError::new(format_args!(
+                            "lowerdir {}: layers are separated by \":\" or, before a \
+                             data-only layer, \"::\" (escape a colon in a path as \\:)",
+                            quote(value)
+                        )));
+                    }
+                }
             }
-            b':' => elements.push(Vec::new()),
-            _ => elements.last_mut().expect("never empty").push(c),
+            _ => element.push(c),
         }
     }
-    if elements.iter().any(Vec::is_empty) {
-        return Err(OptionsError::new(format_args!(
-            "lowerdir {} has an empty element (a \"::\" or a leading or trailing \":\"; \
-             data-only layers are not supported)",
-            quote(value)
-        )));
+    if element.is_empty() {
+        return Err(empty_element());
     }
-    check_layer_count(elements.len())?;
-    Ok(elements.into_iter().map(path_of).collect())
+    if in_data { &mut data } else { &mut regular }.push(path_of(element));
+    check_layer_count(regular.len() + data.len())?;
+    Ok((regular, data))
 }
 
 pub(super) fn check_layer_count(count: usize) -> Result<()> {
@@ -97,8 +130,11 @@ fn path_in(field: &[u8]) -> Option<PathBuf> {
     let i = field.iter().position(|&c| c == b'=')?;
     let value = &field[i + 1..];
     match &field[..i] {
-        b"lowerdir" => split_lowerdir(value).ok()?.pop(),
-        b"lowerdir+" => Some(path_of(value.to_vec())),
+        b"lowerdir" => {
+            let (mut regular, mut data) = split_lowerdir(value).ok()?;
+            data.pop().or_else(|| regular.pop())
+        }
+        b"lowerdir+" | b"datadir+" => Some(path_of(value.to_vec())),
         b"upperdir" | b"workdir" => Some(path_of(unescape(value))),
         _ => None,
     }
@@ -240,7 +276,7 @@ mod tests {
 
     #[test]
     fn split_lowerdir_escapes_and_order() {
-        let v = split_lowerdir(br"/top:/mid\:dle:/bottom").unwrap();
+        let (v, data) = split_lowerdir(br"/top:/mid\:dle:/bottom").unwrap();
         assert_eq!(
             v,
             vec![
@@ -249,11 +285,30 @@ mod tests {
                 PathBuf::from("/bottom")
             ]
         );
+        assert!(data.is_empty());
+    }
+
+    #[test]
+    fn split_lowerdir_data_only() {
+        let paths = |v: &[&str]| v.iter().map(PathBuf::from).collect::<Vec<_>>();
+        let (v, data) = split_lowerdir(b"/a:/b::/c::/d").unwrap();
+        assert_eq!(v, paths(&["/a", "/b"]));
+        assert_eq!(data, paths(&["/c", "/d"]));
+        let (v, data) = split_lowerdir(br"/a::/c\:d").unwrap();
+        assert_eq!((v, data), (paths(&["/a"]), paths(&["/c:d"])));
+        for (bad, needle) in [
+            (&b"/a::/c:/d"[..], "cannot follow a data-only"),
+            (b"/a:::/c", "separated by"),
+            (b"/a::::/c", "separated by"),
+        ] {
+            let e = split_lowerdir(bad).unwrap_err().to_string();
+            assert!(e.contains(needle), "{e}");
+        }
     }
 
     #[test]
     fn split_lowerdir_empty_elements() {
-        for bad in [&b"a::b"[..], b":a", b"a:", b":", b"a:b::c"] {
+        for bad in [&b":a"[..], b"a:", b":", b"a::", b"::a", b"a:b::"] {
             let e = split_lowerdir(bad).unwrap_err().to_string();
             assert!(e.contains("empty element"), "{e}");
             assert!(e.contains("lowerdir"), "{e}");
@@ -269,14 +324,14 @@ mod tests {
     #[test]
     fn split_lowerdir_limit() {
         let list = |n: usize| vec!["/x"; n].join(":");
-        assert_eq!(split_lowerdir(list(500).as_bytes()).unwrap().len(), 500);
+        assert_eq!(split_lowerdir(list(500).as_bytes()).unwrap().0.len(), 500);
         let e = split_lowerdir(list(501).as_bytes())
             .unwrap_err()
             .to_string();
         assert!(e.contains("501") && e.contains("500"), "{e}");
+        let data = format!("{}::/y", list(500));
+        assert!(split_lowerdir(data.as_bytes()).is_err());
     }
-
-    // ---- value parsers ----
 
     #[test]
     fn mapping_valid() {

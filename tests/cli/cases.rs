@@ -71,8 +71,8 @@ pub(crate) fn cases() -> Vec<Case> {
                 let (l, m) = (c.dir("l"), c.dir("m"));
                 let l2 = c.dir("l2");
                 run(
-                    &["-o", &format!("lowerdir={l}::{l2}"), &m],
-                    &["lowerdir", "::"],
+                    &["-o", &format!("lowerdir={l}:{l2}::"), &m],
+                    &["lowerdir", "empty element"],
                 )
             },
         },
@@ -142,8 +142,21 @@ pub(crate) fn cases() -> Vec<Case> {
             },
         },
         Case {
-            name: "data-only lower layers",
-            setup: |c| with_opt(c, &format!("datadir+={}", c.dir("data")), &["datadir+"]),
+            name: "a regular lower layer below a data-only one",
+            setup: |c| {
+                let extra = format!("datadir+={},lowerdir+={}", c.dir("data"), c.dir("l2"));
+                with_opt(c, &extra, &["lowerdir+", "data-only"])
+            },
+        },
+        Case {
+            name: "a regular lower layer after a \"::\"",
+            setup: |c| {
+                let (l, d, l2, m) = (c.dir("l"), c.dir("d"), c.dir("l2"), c.dir("m"));
+                run(
+                    &["-o", &format!("lowerdir={l}::{d}:{l2}"), &m],
+                    &["lowerdir", "data-only"],
+                )
+            },
         },
         // ---- upperdir / workdir ----
         Case {

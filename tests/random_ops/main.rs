@@ -22,7 +22,9 @@
 //! `OVLFS_RANDOM_SHRINK_SECS` (time budget per shrink, default 60), `OVLFS_RANDOM_SHRINK_MAX`
 //! (how many failing seeds to shrink, default 3),
 //! `OVLFS_RANDOM_OP_SECS` (per-operation watchdog, default 10), `OVLFS_RANDOM_OVLFS_OPTS`
-//! (extra comma-separated `-o` options for ovlfs), `OVLFS_RANDOM_NO_USERS=1` (run every
+//! (extra comma-separated `-o` options for ovlfs; with `metacopy=on` the kernel mounts get
+//! `metacopy=on` too, and `OVLFS_RANDOM_IGNORE=mtime` looks past the one known difference:
+//! the kernel's data copy-up of a metadata-only copy moves its mtime, docs/comparison.md), `OVLFS_RANDOM_NO_USERS=1` (run every
 //! operation as root), `OVLFS_RANDOM_BUILD_FIXTURE=DIR` (only build the lowers in DIR, to
 //! reproduce by hand), `OVLFS_RANDOM_REPLAY=SEED:I,J,...` (replay ops I, J, ... of SEED verbosely),
 //! `OVLFS_RANDOM_DEBUG=1` (run the daemon with `-d`, show more of its stderr),
@@ -86,6 +88,20 @@ const FIXTURE_TIME: i64 = 1_000_000_000;
 /// compared exactly; later ones are wall-clock and only compared as "recent".
 const OLD_LIMIT: i64 = 1_500_000_000;
 const KERNEL_OPTS: &[&str] = &["redirect_dir=on", "index=on", "metacopy=off"];
+
+/// The kernel's options for the differential mount, and for the plain mounts over either
+/// upper: with `OVLFS_RANDOM_OVLFS_OPTS=metacopy=on` both sides write metadata-only copies,
+/// and the kernel needs the option to read the ones ovlfs wrote.
+fn kernel_opts(cfg: &Cfg) -> (&'static [&'static str], &'static [&'static str]) {
+    if cfg.ovlfs_opts.iter().any(|o| o == "metacopy=on") {
+        (
+            &["redirect_dir=on", "index=on", "metacopy=on"],
+            &["metacopy=on"],
+        )
+    } else {
+        (KERNEL_OPTS, &[])
+    }
+}
 
 // ---------------------------------------------------------------------------------------------
 // Configuration

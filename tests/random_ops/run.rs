@@ -152,7 +152,7 @@ fn run_inner(cfg: &Cfg, plan: Plan, steps: &mut Vec<Step>, failures: &mut Vec<Fa
     let kl_before = snapshot_layers(&kl);
     let watch = Watch::new(cfg.op_timeout);
 
-    let kmnt = KernelOverlay::mount(&lower_refs(&kl), Some((&ku, &kw)), KERNEL_OPTS, &km);
+    let kmnt = KernelOverlay::mount(&lower_refs(&kl), Some((&ku, &kw)), kernel_opts(cfg).0, &km);
     let omnt = ovlfs_cmd(cfg, &ol, &ou, &ow).mount(&om);
     watch.set_mounts(&[&om]);
     let fail = |failures: &mut Vec<Failure>, kind, at, detail: String| {
@@ -395,7 +395,7 @@ fn run_inner(cfg: &Cfg, plan: Plan, steps: &mut Vec<Step>, failures: &mut Vec<Fa
             KernelOverlay::mount(
                 &lower_refs(&ol),
                 Some((&ou, &t.join("o/w2"))),
-                &[],
+                kernel_opts(cfg).1,
                 &t.join("o/m2"),
             )
         }
@@ -462,7 +462,7 @@ fn run_inner(cfg: &Cfg, plan: Plan, steps: &mut Vec<Step>, failures: &mut Vec<Fa
                 let m = KernelOverlay::mount(
                     &lower_refs(&kl),
                     Some((&ku, &t.join("k/w3"))),
-                    &[],
+                    kernel_opts(cfg).1,
                     &t.join("k/m2"),
                 );
                 let s = snap(m.path());
