@@ -83,6 +83,8 @@ pub struct LayerStack {
     pub has_upper: bool,
     /// The xattr holding an upper object's pre-copy-up inode number.
     pub origin_xattr: &'static str,
+    /// The kernel's inode index in the workdir, when an `index=on` mount left entries there.
+    pub kernel_index: Option<crate::index::KernelIndex>,
 }
 
 impl LayerStack {
@@ -95,6 +97,7 @@ impl LayerStack {
             layers: open_layers(upper, lowers)?,
             has_upper: upper.is_some(),
             origin_xattr,
+            kernel_index: None,
         })
     }
 

@@ -30,7 +30,8 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "nodes, handles, layers",
         &[
-            "fdbudget", "handles", "inode", "layer", "linkmap", "lookup", "readdir", "workdir",
+            "fdbudget", "handles", "index", "inode", "layer", "linkmap", "lookup", "readdir",
+            "workdir",
         ],
     ),
     (
