@@ -438,7 +438,11 @@ impl Overlay {
         let old_dir = self.dir_node(oldparent)?;
         let new_dir = self.dir_node(newparent)?;
         let src = self.resolve_in(&old_dir, oldname)?.ok_or(Errno::NOENT)?;
-        let dst = self.resolve_in(&new_dir, newname)?;
+        let src = self.link_up_if_indexed(&old_dir, oldname, src)?;
+        let dst = match self.resolve_in(&new_dir, newname)? {
+            Some(d) => Some(self.link_up_if_indexed(&new_dir, newname, d)?),
+            None => None,
+        };
         if let Some(dst) = &dst {
             if dst.ino == src.ino {
                 return Ok(()); // the same object: rename(2) does nothing
@@ -585,6 +589,7 @@ impl Overlay {
         name: &OsStr,
         child: Resolved,
     ) -> SysResult<Resolved> {
+        let child = self.link_up_if_indexed(parent, name, child)?;
         let linked_lower = !child.is_dir()
             && child.stat.st_nlink > 1
             && !self.stack.is_upper(child.objects.top().layer);

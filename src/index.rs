@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use crate::sys::{self, Stat};
@@ -108,7 +108,8 @@ impl KernelIndex {
         }
         let mut entries: HashMap<(i32, Vec<u8>), Vec<Entry>> = HashMap::new();
         for raw in listing {
-            let Some(handle) = hex_decode(raw.name.as_bytes()).and_then(|b| OriginHandle::parse(&b))
+            let Some(handle) =
+                hex_decode(raw.name.as_bytes()).and_then(|b| OriginHandle::parse(&b))
             else {
                 continue;
             };
@@ -194,7 +195,10 @@ fn decode(
         let fd = match sys::open_by_handle(l.root, handle.kind, &handle.fid) {
             Ok(fd) => fd,
             Err(e) => {
-                log::debug!("kernel index: cannot decode a handle in layer {}: {e}", l.index);
+                log::debug!(
+                    "kernel index: cannot decode a handle in layer {}: {e}",
+                    l.index
+                );
                 continue;
             }
         };
@@ -241,7 +245,7 @@ pub fn set_nlink(upper: BorrowedFd<'_>, value: &[u8]) -> sys::SysResult<()> {
 }
 
 fn hex_decode(text: &[u8]) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
@@ -250,19 +254,19 @@ fn hex_decode(text: &[u8]) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// The index entry name of a handle (lower-case hex of its on-disk form).
-pub fn index_name(handle: &OriginHandle) -> OsString {
-    let mut raw = vec![0, FB_MAGIC, (FB_HEADER + handle.fid.len()) as u8, 0];
-    raw.push(handle.kind as u8);
-    raw.extend_from_slice(&handle.uuid);
-    raw.extend_from_slice(&handle.fid);
-    let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
-    OsString::from_vec(hex.into_bytes())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The index entry name of a handle (lower-case hex of its on-disk form).
+    fn index_name(handle: &OriginHandle) -> OsString {
+        let mut raw = vec![0, FB_MAGIC, (FB_HEADER + handle.fid.len()) as u8, 0];
+        raw.push(handle.kind as u8);
+        raw.extend_from_slice(&handle.uuid);
+        raw.extend_from_slice(&handle.fid);
+        let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+        OsString::from(hex)
+    }
 
     #[test]
     fn kernel_index_name_round_trips() {

@@ -1,0 +1,1 @@
+//! Directory redirects between ovlfs and the kernel (`redirect_dir=on`).
