@@ -17,6 +17,7 @@ pub(crate) mod file; // open, read, write, fsync and directory handles (file.c)
 pub(crate) mod hardlinks; // keeping hard links linked across copy-up
 pub(crate) mod passthrough; // choosing the data path of an open file
 pub(crate) mod reclaim; // the thread keeping node fds under the open-file limit
+pub(crate) mod redirect; // directory renames that write overlay.redirect (dir.c)
 pub(crate) mod xattrs; // extended attributes through the mount (xattrs.c)
 
 // The mount's state: nodes, handles and the layers they point into.

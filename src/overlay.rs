@@ -52,6 +52,8 @@ pub struct Overlay {
     pub hardlinks: crate::linkmap::HardlinkIndex,
     /// Some layer keeps owners and modes in an xattr (whose names are then hidden).
     pub any_stat_xattr: bool,
+    /// `redirect_dir=on`: directory renames write `overlay.redirect` (see `redirect`).
+    pub redirect_dir: bool,
 }
 
 impl Overlay {
@@ -111,6 +113,7 @@ impl Overlay {
             work: Default::default(),
             hardlinks: Default::default(),
             any_stat_xattr,
+            redirect_dir: config.redirect_dir,
         })
     }
 

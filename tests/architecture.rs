@@ -23,6 +23,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "hardlinks",
             "passthrough",
             "reclaim",
+            "redirect",
             "xattrs",
         ],
     ),

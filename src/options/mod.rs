@@ -167,6 +167,7 @@ struct Raw {
     noacl: bool,
     ino32: bool,
     xattr_permissions: XattrPermissions,
+    redirect_dir: bool,
     fuse_options: Vec<String>,
     ignored_options: Vec<String>,
 }
@@ -359,7 +360,16 @@ fn parse_option(raw: &mut Raw, field: &[u8], after_path: Option<&(&[u8], PathBuf
             need()?;
             raw.ignored_options.push(whole);
         }
-        "fast_ino" | "noxattrs" | "redirect_dir" => raw.ignored_options.push(whole),
+        "redirect_dir" => match need()? {
+            b"on" => raw.redirect_dir = true,
+            // Redirects are always followed; `off` (fuse-overlayfs's only value) is the default.
+            b"off" | b"follow" | b"nofollow" => {
+                raw.redirect_dir = false;
+                raw.ignored_options.push(whole);
+            }
+            v => return Err(bad_value(name, v, "on, off, follow or nofollow")),
+        },
+        "fast_ino" | "noxattrs" => raw.ignored_options.push(whole),
 
         // Generic FUSE / mount options.
         _ if FUSE_FLAGS.contains(&name) => raw.fuse_options.push(whole),

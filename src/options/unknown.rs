@@ -219,6 +219,7 @@ mod tests {
                 let value = match name {
                     "whiteout" => "xattr",
                     "passthrough" | "xino" => "auto",
+                    "redirect_dir" => "off",
                     "threads" | "timeout" | "max_read" | "blksize" => "1",
                     "squash_to_uid" | "squash_to_gid" => "1",
                     "threaded" | "fsync" | "writeback" | "xattr_permissions" => "0",
