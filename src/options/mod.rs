@@ -362,8 +362,10 @@ fn parse_option(raw: &mut Raw, field: &[u8], after_path: Option<&(&[u8], PathBuf
         }
         "redirect_dir" => match need()? {
             b"on" => raw.redirect_dir = true,
-            // Redirects are always followed; `off` (fuse-overlayfs's only value) is the default.
-            b"off" | b"follow" | b"nofollow" => {
+            // `off` (fuse-overlayfs's only value) is the default; redirects found in the
+            // layers are always followed, so `nofollow` cannot be honoured.
+            b"off" | b"follow" => raw.redirect_dir = false,
+            b"nofollow" => {
                 raw.redirect_dir = false;
                 raw.ignored_options.push(whole);
             }

@@ -237,7 +237,7 @@ mod tests {
             r.unwrap_or_else(|e| panic!("{field}: {e}"));
             let unknown = ["xino", "context", "plugins", "fast_ino"]
                 .iter()
-                .chain(&["noxattrs", "redirect_dir", "blksize"])
+                .chain(&["noxattrs", "blksize"])
                 .any(|k| *k == name);
             assert_eq!(
                 !raw.ignored_options.is_empty(),
