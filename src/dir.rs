@@ -565,6 +565,7 @@ impl Overlay {
         }
         if self.redirect_dir {
             self.copy_up(node)?;
+            self.copy_up_links_inside(node)?;
             match self.set_redirect(node, same_dir) {
                 Ok(()) => return Ok(true),
                 Err(e) => log::debug!("no redirect ({e}): copying the directory up whole"),

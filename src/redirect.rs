@@ -2,13 +2,14 @@
 //! directory with lower parts moves as its upper copy alone, tagged `overlay.redirect` with
 //! where its lower part lives, instead of being copied up whole.
 
+use std::ffi::OsStr;
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 
 use crate::inode::Node;
 use crate::overlay::Overlay;
-use crate::sys::SysResult;
+use crate::sys::{self, Errno, SysResult};
 use crate::whiteout;
 
 impl Overlay {
@@ -18,7 +19,7 @@ impl Overlay {
     /// is absolute, or when the directory stays in the same parent.
     pub fn set_redirect(&self, node: &Arc<Node>, same_dir: bool) -> SysResult<()> {
         let upper = node.read().top_fd()?.as_fd().try_clone_to_owned();
-        let upper = upper.map_err(|_| crate::sys::Errno::MFILE)?;
+        let upper = upper.map_err(|_| Errno::MFILE)?;
         if let Some(old) = whiteout::dir_markers(upper.as_fd())?.redirect
             && (same_dir || old.starts_with(b"/"))
         {
@@ -30,6 +31,75 @@ impl Overlay {
             self.lower_path(node)?
         };
         whiteout::set_redirect(self.xattr_ns, upper.as_fd(), &value)
+    }
+
+    /// Before a directory moves with a redirect: copies up the hard-linked lower files named
+    /// inside it, with all their names. Their other names are found by their paths in the
+    /// lower layer, which no longer lead to them through the mount once the directory has
+    /// moved (with the full copy, the copy itself does this).
+    pub fn copy_up_links_inside(&self, dir: &Arc<Node>) -> SysResult<()> {
+        let lower_dirs: Vec<(usize, Vec<u8>)> = {
+            let state = dir.read();
+            state
+                .objects
+                .iter()
+                .filter(|o| !self.stack.is_upper(o.layer))
+                .filter_map(|o| {
+                    let layer = &self.stack.layers[o.layer];
+                    let path = sys::path_below(o.fd.held()?, &layer.path)?;
+                    Some((o.layer, path.into_bytes()))
+                })
+                .collect()
+        };
+        for (layer, dir_path) in lower_dirs {
+            let map = self
+                .hardlinks
+                .get_or_build(layer, self.stack.layers[layer].root_fd());
+            for (&ino, paths) in map.iter() {
+                for path in paths {
+                    let inside = path
+                        .as_bytes()
+                        .strip_prefix(dir_path.as_slice())
+                        .and_then(|rest| rest.strip_prefix(b"/"));
+                    if let Some(rest) = inside {
+                        self.copy_up_link_below(dir, rest, layer, ino)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies up (with all its names) lower object (`layer`, `ino`) if the merged view still
+    /// shows it at `rest` below `dir`.
+    fn copy_up_link_below(
+        &self,
+        dir: &Arc<Node>,
+        rest: &[u8],
+        layer: usize,
+        ino: u64,
+    ) -> SysResult<()> {
+        let components: Vec<&OsStr> = rest.split(|b| *b == b'/').map(OsStr::from_bytes).collect();
+        let Some((name, dirs)) = components.split_last() else {
+            return Ok(());
+        };
+        let mut parent = dir.clone();
+        for component in dirs {
+            match self.resolve_in(&parent, component)? {
+                Some(r) if r.is_dir() => parent = self.child_node(&parent, component, r),
+                _ => return Ok(()),
+            }
+        }
+        let Some(target) = self.resolve_in(&parent, name)? else {
+            return Ok(());
+        };
+        if target.indexed_lower == Some((layer, ino)) {
+            self.link_up_if_indexed(&parent, name, target)?;
+        } else if target.objects.top().layer == layer && target.stat.st_ino == ino {
+            let node = self.child_node(&parent, name, target);
+            self.copy_up(&node)?;
+        }
+        Ok(())
     }
 
     /// The absolute path, from the layer roots, of `node`'s lower part: its names up to the

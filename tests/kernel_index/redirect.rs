@@ -6,7 +6,8 @@ use std::path::Path;
 
 use super::*;
 
-/// Lower directories to rename: nested ones, and one to move into.
+/// Lower directories to rename: nested ones, one to move into, and a file hard-linked from
+/// inside one of them.
 fn lower_dirs(lower: &Path) {
     mkdirs(&lower.join("top/sub/deep"));
     mkdirs(&lower.join("other"));
@@ -14,11 +15,15 @@ fn lower_dirs(lower: &Path) {
     write_file(&lower.join("top/sub/g"), "g\n");
     write_file(&lower.join("top/sub/deep/h"), "h\n");
     write_file(&lower.join("other/o"), "o\n");
+    write_file(&lower.join("outside"), "linked\n");
+    hardlink(&lower.join("outside"), &lower.join("top/sub/linked"));
 }
 
 /// Renames in the same directory, twice, into another directory, out of a renamed one, and a
-/// new directory where a renamed one was.
+/// new directory where a renamed one was; then a write to a hard link inside a moved
+/// directory (whose node was first looked up by its other name).
 fn rename_dirs(mnt: &Path) {
+    fs::metadata(mnt.join("outside")).expect("stat outside");
     let mv = |a: &str, b: &str| {
         fs::rename(mnt.join(a), mnt.join(b)).unwrap_or_else(|e| panic!("mv {a} {b}: {e}"))
     };
@@ -29,6 +34,7 @@ fn rename_dirs(mnt: &Path) {
     write_file(&mnt.join("top/new"), "new\n");
     mv("other/sub2/deep", "deep2");
     write_file(&mnt.join("deep2/h2"), "h2\n");
+    append(&mnt.join("other/sub2/linked"), "more\n");
 }
 
 fn layers(root: &Path) {
