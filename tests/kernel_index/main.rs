@@ -114,6 +114,9 @@ fn kernel_index_keeps_hard_links_joined() {
         fs::remove_file(mnt.join("d/c")).expect("rm d/c");
         fs::rename(mnt.join("b"), mnt.join("x")).expect("mv b x");
         append(&mnt.join("x"), "via x\n");
+        // A write through a name the kernel left in the lower only goes to the indexed copy.
+        append(&mnt.join("h1"), "via h1\n");
+        assert_eq!(fs::read_to_string(mnt.join("d/h2")).unwrap(), "h\nvia h1\n");
         fs::remove_file(mnt.join("h1")).expect("rm h1");
         let md = fs::metadata(mnt.join("a")).unwrap();
         assert_eq!(md.nlink(), 2, "a and x are left");
