@@ -3,13 +3,14 @@
 //! where its lower part lives, instead of being copied up whole.
 
 use std::ffi::OsStr;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 
 use crate::inode::Node;
+use crate::linkmap;
 use crate::overlay::Overlay;
-use crate::sys::{self, Errno, SysResult};
+use crate::sys::{Errno, SysResult};
 use crate::whiteout;
 
 impl Overlay {
@@ -38,32 +39,21 @@ impl Overlay {
     /// lower layer, which no longer lead to them through the mount once the directory has
     /// moved (with the full copy, the copy itself does this).
     pub fn copy_up_links_inside(&self, dir: &Arc<Node>) -> SysResult<()> {
-        let lower_dirs: Vec<(usize, Vec<u8>)> = {
+        // One walk of the directory's own lower parts: the layer-wide map of hard links is
+        // built only when one is found (by the copy-up).
+        let lower_dirs: Vec<(usize, OwnedFd)> = {
             let state = dir.read();
             state
                 .objects
                 .iter()
                 .filter(|o| !self.stack.is_upper(o.layer))
-                .filter_map(|o| {
-                    let layer = &self.stack.layers[o.layer];
-                    let path = sys::path_below(o.fd.held()?, &layer.path)?;
-                    Some((o.layer, path.into_bytes()))
-                })
+                .filter_map(|o| Some((o.layer, o.fd.owned_clone().ok()?)))
                 .collect()
         };
-        for (layer, dir_path) in lower_dirs {
-            let map = self
-                .hardlinks
-                .get_or_build(layer, self.stack.layers[layer].root_fd());
-            for (&ino, paths) in map.iter() {
+        for (layer, fd) in lower_dirs {
+            for (ino, paths) in linkmap::multi_link_files(fd.as_fd()) {
                 for path in paths {
-                    let inside = path
-                        .as_bytes()
-                        .strip_prefix(dir_path.as_slice())
-                        .and_then(|rest| rest.strip_prefix(b"/"));
-                    if let Some(rest) = inside {
-                        self.copy_up_link_below(dir, rest, layer, ino)?;
-                    }
+                    self.copy_up_link_below(dir, path.as_bytes(), layer, ino)?;
                 }
             }
         }
