@@ -90,6 +90,9 @@ pub struct Config {
     pub noacl: bool,
     pub ino32: bool,
     pub xattr_permissions: XattrPermissions,
+    /// `redirect_dir=on`: a renamed directory with lower parts gets `overlay.redirect`
+    /// instead of being copied up whole.
+    pub redirect_dir: bool,
     /// Options passed through to the kernel mount as is (`allow_other`, `ro`, `nodev`, ...).
     pub fuse_options: Vec<String>,
     /// Options we accepted but do not act on (logged as warnings at mount time).

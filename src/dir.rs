@@ -438,7 +438,11 @@ impl Overlay {
         let old_dir = self.dir_node(oldparent)?;
         let new_dir = self.dir_node(newparent)?;
         let src = self.resolve_in(&old_dir, oldname)?.ok_or(Errno::NOENT)?;
-        let dst = self.resolve_in(&new_dir, newname)?;
+        let src = self.link_up_if_indexed(&old_dir, oldname, src)?;
+        let dst = match self.resolve_in(&new_dir, newname)? {
+            Some(d) => Some(self.link_up_if_indexed(&new_dir, newname, d)?),
+            None => None,
+        };
         if let Some(dst) = &dst {
             if dst.ino == src.ino {
                 return Ok(()); // the same object: rename(2) does nothing
@@ -472,14 +476,15 @@ impl Overlay {
             let is_dir = d.is_dir();
             (self.child_node(&new_dir, newname, d), is_dir)
         });
-        // Directories that still merge with lower ones move as complete upper copies.
-        if src_is_dir && self.has_lower_part(&src_node) {
-            self.copy_up_tree(&src_node)?;
-        }
+        let same_dir = oldparent == newparent;
+        // Directories that still merge with lower ones move as complete upper copies, or
+        // with `redirect_dir=on` as their upper copy pointing at their lower part.
+        let src_redirected = src_is_dir && self.move_merged_dir(&src_node, same_dir)?;
         self.copy_up(&src_node)?;
+        let mut dst_redirected = false;
         if let Some((node, is_dir)) = &dst_node {
-            if exchange && *is_dir && self.has_lower_part(node) {
-                self.copy_up_tree(node)?;
+            if exchange && *is_dir {
+                dst_redirected = self.move_merged_dir(node, same_dir)?;
             }
             if exchange {
                 self.copy_up(node)?;
@@ -489,11 +494,16 @@ impl Overlay {
         let new_upper = self.upper_fd_of(&new_dir)?;
         let (old_upper, new_upper) = (old_upper.as_fd(), new_upper.as_fd());
         if exchange {
-            // A directory landing where a lower layer shows the same name must hide it.
-            if src_is_dir && self.lower_has(&new_dir, newname, dst_seen_in_lower)? {
+            // A directory landing where a lower layer shows the same name must hide it
+            // (a redirected one looks for its lower part elsewhere).
+            if src_is_dir
+                && !src_redirected
+                && self.lower_has(&new_dir, newname, dst_seen_in_lower)?
+            {
                 whiteout::set_opaque(self.xattr_ns, src_node.read().top_fd()?.as_fd())?;
             }
             if let Some((node, true)) = &dst_node
+                && !dst_redirected
                 && self.lower_has(&old_dir, oldname, src_seen_in_lower)?
             {
                 whiteout::set_opaque(self.xattr_ns, node.read().top_fd()?.as_fd())?;
@@ -512,7 +522,7 @@ impl Overlay {
                 name: newname,
                 seen_in_lower: dst_seen_in_lower,
             };
-            self.prepare_target(target, src_is_dir, &src_node)?;
+            self.prepare_target(target, src_is_dir, src_redirected, &src_node)?;
             let whiteout_old = self.lower_has(&old_dir, oldname, src_seen_in_lower)?;
             // RENAME_WHITEOUT leaves a 0/0 whiteout in the same atomic step (another configured
             // form then replaces it, atomically too); where it is refused, the whiteout
@@ -545,12 +555,34 @@ impl Overlay {
         Ok(())
     }
 
+    /// Before a directory with lower parts is renamed: copies it up whole (the default), or
+    /// with `redirect_dir=on` only the directory itself, tagged with a redirect to its lower
+    /// part (the full copy remains the fallback where the redirect cannot be written).
+    /// Returns whether it was redirected.
+    fn move_merged_dir(&self, node: &Arc<Node>, same_dir: bool) -> SysResult<bool> {
+        if !self.has_lower_part(node) {
+            return Ok(false);
+        }
+        if self.redirect_dir {
+            self.copy_up(node)?;
+            self.copy_up_links_inside(node)?;
+            match self.set_redirect(node, same_dir) {
+                Ok(()) => return Ok(true),
+                Err(e) => log::debug!("no redirect ({e}): copying the directory up whole"),
+            }
+        }
+        self.copy_up_tree(node)?;
+        Ok(false)
+    }
+
     /// Readies `upper/newname` to receive a renamed object: drops a whiteout or an emptied
-    /// upper directory there, and makes a moved directory opaque over a lower one.
+    /// upper directory there, and makes a moved directory opaque over a lower one (unless
+    /// it is `redirected`: it looks for its lower part elsewhere).
     fn prepare_target(
         &self,
         target: Target<'_>,
         src_is_dir: bool,
+        redirected: bool,
         src_node: &Node,
     ) -> SysResult<()> {
         let Target {
@@ -570,7 +602,7 @@ impl Overlay {
             }
             _ => {}
         }
-        if src_is_dir && self.lower_has(dir, name, seen_in_lower)? {
+        if src_is_dir && !redirected && self.lower_has(dir, name, seen_in_lower)? {
             whiteout::set_opaque(self.xattr_ns, src_node.read().top_fd()?.as_fd())?;
         }
         Ok(())
@@ -585,6 +617,7 @@ impl Overlay {
         name: &OsStr,
         child: Resolved,
     ) -> SysResult<Resolved> {
+        let child = self.link_up_if_indexed(parent, name, child)?;
         let linked_lower = !child.is_dir()
             && child.stat.st_nlink > 1
             && !self.stack.is_upper(child.objects.top().layer);

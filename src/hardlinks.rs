@@ -31,6 +31,26 @@ impl Overlay {
         }
     }
 
+    /// Before a name that shows a lower hard link through the kernel's index is renamed,
+    /// replaced or deleted: links every such name of that file into the upper, as the kernel
+    /// does when it copies an indexed name up, so the names left keep the right link count.
+    /// `overlay.nlink` then counts every upper link but the index entry. Returns the name's
+    /// resolution afterwards.
+    pub fn link_up_if_indexed(
+        &self,
+        parent: &Node,
+        name: &OsStr,
+        child: crate::lookup::Resolved,
+    ) -> SysResult<crate::lookup::Resolved> {
+        let Some((layer, ino)) = child.indexed_lower else {
+            return Ok(child);
+        };
+        let upper_file = child.objects.top().fd.owned_clone()?;
+        self.copy_up_other_links(layer, ino, upper_file.as_fd());
+        crate::index::set_nlink(upper_file.as_fd(), crate::index::ALL_LINKED_UP)?;
+        self.resolve_in(parent, name)?.ok_or(Errno::NOENT)
+    }
+
     /// A directory and name through which the merged view still shows lower object
     /// (`layer`, `ino`), for a hard-linked node whose own name was deleted.
     pub fn visible_other_name(&self, layer: usize, ino: u64) -> Option<(Arc<Node>, OsString)> {
@@ -73,10 +93,12 @@ impl Overlay {
     ) -> SysResult<()> {
         let (dir, name) = self.resolve_parent(path)?;
         let name = name.as_os_str();
-        // Only a name through which the merged view still shows this very lower object.
+        // Only a name through which the merged view still shows this very lower object
+        // (directly, or through the kernel's index).
         let target = self.resolve_in(&dir, name)?.ok_or(Errno::NOENT)?;
         let top = target.objects.top();
-        if top.layer != layer || target.stat.st_ino != ino {
+        let shows_lower = top.layer == layer && target.stat.st_ino == ino;
+        if !shows_lower && target.indexed_lower != Some((layer, ino)) {
             return Ok(());
         }
         self.copy_up(&dir)?;

@@ -91,6 +91,8 @@ pub struct LayerStack {
     /// How many of the last layers are data-only: never merged, listed or looked up by
     /// name, only read through the absolute redirects of metadata-only copies.
     pub data_only: usize,
+    /// The kernel's inode index in the workdir, when an `index=on` mount left entries there.
+    pub kernel_index: Option<crate::index::KernelIndex>,
 }
 
 impl LayerStack {
@@ -104,6 +106,7 @@ impl LayerStack {
             has_upper: upper.is_some(),
             origin_xattr,
             data_only: 0,
+            kernel_index: None,
         })
     }
 

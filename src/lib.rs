@@ -17,11 +17,13 @@ pub(crate) mod file; // open, read, write, fsync and directory handles (file.c)
 pub(crate) mod hardlinks; // keeping hard links linked across copy-up
 pub(crate) mod passthrough; // choosing the data path of an open file
 pub(crate) mod reclaim; // the thread keeping node fds under the open-file limit
+pub(crate) mod redirect; // directory renames that write overlay.redirect (dir.c)
 pub(crate) mod xattrs; // extended attributes through the mount (xattrs.c)
 
 // The mount's state: nodes, handles and the layers they point into.
 pub(crate) mod fdbudget; // fds held by nodes, counted against the open-file limit
 pub(crate) mod handles; // open file and directory handles
+pub(crate) mod index; // the kernel's inode index (index=on), read
 pub(crate) mod inode; // the node table: node id ↔ node, lookup counts (inode.c)
 pub(crate) mod layer; // one layer's root, device and inode numbering
 pub(crate) mod linkmap; // the multi-link inodes of a layer and their paths

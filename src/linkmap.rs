@@ -36,6 +36,15 @@ impl HardlinkIndex {
     }
 }
 
+/// The multi-link files below `dir` (paths relative to it), by one walk of that tree only.
+pub fn multi_link_files(dir: BorrowedFd<'_>) -> LinkMap {
+    let mut map = LinkMap::new();
+    if let Err(e) = walk(dir, &mut Vec::new(), &mut map) {
+        log::warn!("looking for hard links: {e}");
+    }
+    map
+}
+
 fn walk(dir: BorrowedFd<'_>, prefix: &mut Vec<u8>, map: &mut LinkMap) -> SysResult<()> {
     for entry in sys::read_dir(dir)? {
         let len = prefix.len();

@@ -187,6 +187,9 @@ pub struct Resolved {
     pub objects: Objects,
     /// The inode number reported to users (see `origin_ino`).
     pub ino: u64,
+    /// Layer and real inode of the lower hard link this name shows through the kernel's
+    /// inode index (the name itself is not in the upper yet).
+    pub indexed_lower: Option<(usize, u64)>,
 }
 
 impl Resolved {
@@ -405,6 +408,7 @@ pub fn lookup(
                 markers,
             )?;
         }
+        let indexed_lower = indexed_copy(stack, &mut m);
         let mut objects = Objects::new(is_dir(&m.stat), m.objects);
         if whiteout::may_be_metacopy(&m.stat)
             && let Some(top) = objects.top().fd.held()
@@ -423,7 +427,7 @@ pub fn lookup(
             };
             objects = Objects::Metacopy { top, data };
         }
-        let recorded = match stack.is_upper(layer) {
+        let recorded = match stack.is_upper(objects.top().layer) {
             true => objects
                 .top()
                 .fd
@@ -442,6 +446,7 @@ pub fn lookup(
             ino,
             stat: m.stat,
             objects,
+            indexed_lower,
         }));
     }
     Ok(None)
@@ -581,11 +586,36 @@ fn walk_redirected(
     Ok(reached.then_some(dir))
 }
 
-/// The inode number an upper object had before its copy-up, if ovlfs recorded one.
+/// A lower multi-link file that the kernel's inode index holds a copy of shows that copy
+/// (see the `index` module): the merge's object becomes the index entry. Returns the lower
+/// object it stands for.
+fn indexed_copy(stack: &LayerStack, m: &mut Merge) -> Option<(usize, u64)> {
+    let index = stack.kernel_index.as_ref()?;
+    let lower = m.objects.first()?;
+    if is_dir(&m.stat) || m.stat.st_nlink < 2 || stack.is_upper(lower.layer) {
+        return None;
+    }
+    let (upper, st) = index.upper_of(lower.layer, lower.fd.held()?)?;
+    let found = (lower.layer, m.stat.st_ino);
+    m.objects = vec![LayerObject {
+        layer: 0,
+        fd: ObjFd::open(upper),
+    }];
+    m.stat = st;
+    // Numbered as the indexed copy is, wherever it is reached from.
+    m.origin = None;
+    Some(found)
+}
+
+/// The inode number an upper object had before its copy-up, if ovlfs recorded one (or,
+/// for a hard link the kernel indexed, its lower inode's).
 pub fn recorded_ino(stack: &LayerStack, fd: BorrowedFd<'_>) -> Option<u64> {
     if !stack.has_upper {
         return None;
     }
-    let value = sys::get_xattr(fd, stack.origin_xattr).ok()??;
-    std::str::from_utf8(&value).ok()?.parse().ok()
+    if let Some(value) = sys::get_xattr(fd, stack.origin_xattr).ok()? {
+        return std::str::from_utf8(&value).ok()?.parse().ok();
+    }
+    let origin = stack.kernel_index.as_ref()?.origin_of(fd)?;
+    Some(stack.stable_ino(origin.layer, origin.ino))
 }

@@ -146,8 +146,8 @@ const FORMAT: &[(&str, &str)] = &[
     ),
     (
         "other xattrs",
-        "`NS.overlay.redirect` (a renamed directory's lower part) is honoured; \
-         `NS.overlay.ovlfs-ino` keeps an object's inode number across copy-up. With \
+        "`NS.overlay.redirect` (a renamed directory's lower part) is honoured, and \
+         written with `redirect_dir=on`; `NS.overlay.ovlfs-ino` keeps an object's inode number across copy-up. With \
          `xattr_permissions=`, owners and modes are kept in \
          `security.fuseoverlayfs.override_stat`, `user.containers.override_stat` or \
          `user.fuseoverlayfs.override_stat` as UID:GID:MODE. Overlay-private xattrs are \
@@ -156,7 +156,9 @@ const FORMAT: &[(&str, &str)] = &[
     (
         "compatibility",
         "An upper written by ovlfs mounts with the kernel's overlayfs (same lowers, fresh \
-         workdir) and shows the same tree; an upper written by the kernel mounts with ovlfs.",
+         workdir) and shows the same tree; an upper written by the kernel mounts with ovlfs, \
+         on the same workdir too: hard links the kernel copied up with `index=on` stay \
+         joined (WORKDIR/index is read, never written).",
     ),
 ];
 

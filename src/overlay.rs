@@ -54,6 +54,8 @@ pub struct Overlay {
     pub hardlinks: crate::linkmap::HardlinkIndex,
     /// Some layer keeps owners and modes in an xattr (whose names are then hidden).
     pub any_stat_xattr: bool,
+    /// `redirect_dir=on`: directory renames write `overlay.redirect` (see `redirect`).
+    pub redirect_dir: bool,
 }
 
 impl Overlay {
@@ -76,6 +78,9 @@ impl Overlay {
         if stack.has_upper {
             let upper = &mut stack.layers[0];
             upper.stat_xattr = StatXattr::for_upper(config.xattr_permissions, upper.root.as_fd());
+        }
+        if let (true, Some(workdir)) = (stack.has_upper, &config.workdir) {
+            stack.kernel_index = load_kernel_index(&stack, workdir);
         }
         let mut objects = Vec::new();
         for layer in stack.regular_layers() {
@@ -114,6 +119,7 @@ impl Overlay {
             work: Default::default(),
             hardlinks: Default::default(),
             any_stat_xattr,
+            redirect_dir: config.redirect_dir,
         })
     }
 
@@ -250,6 +256,13 @@ impl Overlay {
             st.st_gid = self.ids.gid_to_disk_or_overflow(st.st_gid);
         }
         stat_override::apply_stored(fd, layer.stat_xattr, st);
+        if let Some(index) = &self.stack.kernel_index
+            && self.stack.is_upper(layer.index)
+            && st.st_mode & libc::S_IFMT == libc::S_IFREG
+            && let Some(nlink) = index.shown_nlink(fd, st)
+        {
+            st.st_nlink = nlink;
+        }
     }
 
     /// The xattr the upper keeps owners and modes in, when it keeps them there.
@@ -381,6 +394,22 @@ impl Overlay {
     pub fn parent_ino(&self, node: &Node) -> u64 {
         node.read().parent.as_ref().map_or(node.ino, |p| p.ino)
     }
+}
+
+/// The kernel's inode index of the workdir (see the `index` module), if it has entries.
+fn load_kernel_index(
+    stack: &LayerStack,
+    workdir: &std::path::Path,
+) -> Option<crate::index::KernelIndex> {
+    let lowers: Vec<_> = stack.layers[stack.first_lower()..]
+        .iter()
+        .map(|l| crate::index::IndexedLayer {
+            index: l.index,
+            root: l.root_fd(),
+            dev: l.dev,
+        })
+        .collect();
+    crate::index::KernelIndex::load(workdir, &lowers)
 }
 
 fn system_time(secs: i64, nsecs: u64) -> SystemTime {

@@ -14,6 +14,9 @@ pub use rustix::io::Errno;
 
 pub type SysResult<T> = Result<T, Errno>;
 
+mod xattr;
+pub use xattr::*;
+
 /// `/proc/self/fd/N` for an fd: the handle for path-only syscalls on `O_PATH` fds.
 pub fn proc_fd_path(fd: BorrowedFd<'_>) -> CString {
     CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).expect("no NUL in a number")
@@ -157,68 +160,84 @@ pub fn read_dir(dir: BorrowedFd<'_>) -> SysResult<Vec<RawDirEntry>> {
     Ok(entries)
 }
 
-/// Value of xattr `name` of the object behind `fd`; `Ok(None)` if it has none of that name.
-pub fn get_xattr(fd: BorrowedFd<'_>, name: &str) -> SysResult<Option<Vec<u8>>> {
-    let path = proc_fd_path(fd);
-    let mut buf = vec![0u8; 256];
-    loop {
-        match rustix::fs::getxattr(path.as_c_str(), name, &mut buf[..]) {
-            Ok(len) => {
-                buf.truncate(len);
-                return Ok(Some(buf));
-            }
-            Err(Errno::NODATA) | Err(Errno::OPNOTSUPP) => return Ok(None),
-            Err(Errno::RANGE) => {
-                let len = rustix::fs::getxattr_query(path.as_c_str(), name)?;
-                buf.resize(len.max(buf.len() * 2), 0);
-            }
-            Err(e) => return Err(e),
-        }
-    }
+/// The largest file handle the kernel hands out (`MAX_HANDLE_SZ`).
+const MAX_HANDLE_SZ: usize = 128;
+
+/// `struct file_handle` with room for the largest handle.
+#[repr(C)]
+struct HandleBuf {
+    bytes: u32,
+    kind: i32,
+    data: [u8; MAX_HANDLE_SZ],
 }
 
-/// Raw xattr read for the FUSE getxattr reply: `size == 0` asks only for the length.
-pub fn get_xattr_raw(fd: BorrowedFd<'_>, name: &OsStr, size: usize) -> SysResult<Vec<u8>> {
-    let path = proc_fd_path(fd);
-    if size == 0 {
-        let len = rustix::fs::getxattr_query(path.as_c_str(), name)?;
-        return Ok(vec![0; len]);
-    }
-    let mut buf = vec![0u8; size];
-    let len = rustix::fs::getxattr(path.as_c_str(), name, &mut buf[..])?;
-    buf.truncate(len);
-    Ok(buf)
+fn last_errno() -> Errno {
+    Errno::from_raw_os_error(
+        std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO),
+    )
 }
 
-/// The xattr names of the object behind `fd`.
-pub fn list_xattr(fd: BorrowedFd<'_>) -> SysResult<Vec<OsString>> {
-    let path = proc_fd_path(fd);
-    let mut buf = vec![0u8; 1024];
-    let len = loop {
-        match rustix::fs::listxattr(path.as_c_str(), &mut buf[..]) {
-            Ok(len) => break len,
-            Err(Errno::OPNOTSUPP) => return Ok(Vec::new()),
-            Err(Errno::RANGE) => {
-                let len = rustix::fs::listxattr_query(path.as_c_str())?;
-                buf.resize(len.max(buf.len() * 2), 0);
-            }
-            Err(e) => return Err(e),
-        }
+/// The file handle of the object behind `fd` (`name_to_handle_at`): its type and bytes.
+pub fn file_handle(fd: BorrowedFd<'_>) -> SysResult<(i32, Vec<u8>)> {
+    let mut buf = HandleBuf {
+        bytes: MAX_HANDLE_SZ as u32,
+        kind: 0,
+        data: [0; MAX_HANDLE_SZ],
     };
-    Ok(buf[..len]
-        .split(|b| *b == 0)
-        .filter(|n| !n.is_empty())
-        .map(|n| OsStr::from_bytes(n).to_owned())
-        .collect())
+    let mut mount_id: libc::c_int = 0;
+    // SAFETY: `buf` is a `struct file_handle` header followed by `bytes` bytes of room, the
+    // path is an empty C string, and both out-pointers point to live locals.
+    let r = unsafe {
+        libc::name_to_handle_at(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            (&raw mut buf).cast(),
+            &mut mount_id,
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    if r != 0 {
+        return Err(last_errno());
+    }
+    let len = (buf.bytes as usize).min(MAX_HANDLE_SZ);
+    Ok((buf.kind, buf.data[..len].to_vec()))
 }
 
-pub fn set_xattr(fd: BorrowedFd<'_>, name: &OsStr, value: &[u8], flags: i32) -> SysResult<()> {
-    let flags = rustix::fs::XattrFlags::from_bits_retain(flags as u32);
-    rustix::fs::setxattr(proc_fd_path(fd).as_c_str(), name, value, flags)
+/// Opens (`O_PATH`) the object a file handle names on the filesystem of `mount_fd`
+/// (`open_by_handle_at`; needs CAP_DAC_READ_SEARCH).
+pub fn open_by_handle(mount_fd: BorrowedFd<'_>, kind: i32, handle: &[u8]) -> SysResult<OwnedFd> {
+    if handle.len() > MAX_HANDLE_SZ {
+        return Err(Errno::INVAL);
+    }
+    let mut buf = HandleBuf {
+        bytes: handle.len() as u32,
+        kind,
+        data: [0; MAX_HANDLE_SZ],
+    };
+    buf.data[..handle.len()].copy_from_slice(handle);
+    // An `O_PATH` fd does not name the mount here.
+    let mount_fd = reopen(mount_fd, OFlags::RDONLY | OFlags::DIRECTORY)?;
+    let flags = libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    // SAFETY: `buf` is a valid `struct file_handle` whose `bytes` bytes of data follow it.
+    let fd = unsafe { libc::open_by_handle_at(mount_fd.as_raw_fd(), (&raw mut buf).cast(), flags) };
+    if fd < 0 {
+        return Err(last_errno());
+    }
+    // SAFETY: the kernel just returned this fd to us; nothing else owns it.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
 }
 
-pub fn remove_xattr(fd: BorrowedFd<'_>, name: &OsStr) -> SysResult<()> {
-    rustix::fs::removexattr(proc_fd_path(fd).as_c_str(), name)
+/// The UUID of the filesystem holding `dir` (`FS_IOC_GETFSUUID`), when it reports one.
+pub fn fs_uuid(dir: BorrowedFd<'_>) -> Option<[u8; 16]> {
+    // _IOR(0x15, 0, struct fsuuid2 { __u8 len; __u8 uuid[16]; })
+    const FS_IOC_GETFSUUID: libc::c_ulong = 0x8011_1500;
+    let fd = reopen(dir, OFlags::RDONLY | OFlags::DIRECTORY).ok()?;
+    let mut out = [0u8; 17];
+    // SAFETY: the ioctl writes exactly `struct fsuuid2` (17 bytes) into `out`.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), FS_IOC_GETFSUUID, out.as_mut_ptr()) };
+    (r == 0 && out[0] == 16).then(|| out[1..].try_into().expect("16 bytes"))
 }
 
 pub fn pread(fd: BorrowedFd<'_>, buf: &mut [u8], offset: u64) -> SysResult<usize> {
@@ -302,11 +321,7 @@ pub fn fork() -> SysResult<ForkResult> {
     // SAFETY: called before any thread is spawned (main() forks first thing after parsing
     // options), so the child gets a consistent copy of the whole address space.
     match unsafe { libc::fork() } {
-        -1 => Err(Errno::from_raw_os_error(
-            std::io::Error::last_os_error()
-                .raw_os_error()
-                .unwrap_or(libc::EIO),
-        )),
+        -1 => Err(last_errno()),
         0 => Ok(ForkResult::Child),
         _ => Ok(ForkResult::Parent),
     }

@@ -36,6 +36,13 @@ impl XattrNamespace {
         }
     }
 
+    pub fn redirect(self) -> &'static str {
+        match self {
+            XattrNamespace::Trusted => "trusted.overlay.redirect",
+            XattrNamespace::User => "user.overlay.redirect",
+        }
+    }
+
     pub fn whiteout(self) -> &'static str {
         match self {
             XattrNamespace::Trusted => "trusted.overlay.whiteout",
@@ -186,6 +193,11 @@ pub fn dir_markers(dir: BorrowedFd<'_>) -> SysResult<DirMarkers> {
         };
     }
     Ok(markers)
+}
+
+/// Records where a renamed directory's lower part lives (`redirect_dir=on`).
+pub fn set_redirect(ns: XattrNamespace, dir: BorrowedFd<'_>, value: &[u8]) -> SysResult<()> {
+    sys::set_xattr(dir, OsStr::new(ns.redirect()), value, 0)
 }
 
 pub fn is_opaque_dir(dir: BorrowedFd<'_>) -> SysResult<bool> {

@@ -23,6 +23,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "hardlinks",
             "passthrough",
             "reclaim",
+            "redirect",
             "xattrs",
         ],
     ),
@@ -30,7 +31,8 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "nodes, handles, layers",
         &[
-            "fdbudget", "handles", "inode", "layer", "linkmap", "lookup", "readdir", "workdir",
+            "fdbudget", "handles", "index", "inode", "layer", "linkmap", "lookup", "readdir",
+            "workdir",
         ],
     ),
     (

@@ -120,6 +120,13 @@ pub const SECTIONS: &[Section] = &[
                 "threads=N",
                 "worker threads (default: from the number of CPUs)",
             ),
+            opt(
+                "redirect_dir=on|off",
+                "on: a renamed directory with lower parts gets an overlay.redirect xattr \
+                 instead of being copied up whole (readable by the kernel's overlayfs with \
+                 redirect_dir=on or follow only); off (default): the whole copy, which every \
+                 reader understands. follow and nofollow mean off",
+            ),
         ],
     },
     Section {
@@ -163,8 +170,7 @@ pub const SECTIONS: &[Section] = &[
                  (default 0: off)",
             ),
             opt(
-                "xino=on|off|auto, context=\"...\", fast_ino, plugins=..., noxattrs=N, \
-                 redirect_dir=...",
+                "xino=on|off|auto, context=\"...\", fast_ino, plugins=..., noxattrs=N",
                 "accepted for compatibility and ignored",
             ),
         ],

@@ -170,6 +170,7 @@ struct Raw {
     noacl: bool,
     ino32: bool,
     xattr_permissions: XattrPermissions,
+    redirect_dir: bool,
     fuse_options: Vec<String>,
     ignored_options: Vec<String>,
 }
@@ -379,7 +380,18 @@ fn parse_option(raw: &mut Raw, field: &[u8], after_path: Option<&(&[u8], PathBuf
             need()?;
             raw.ignored_options.push(whole);
         }
-        "fast_ino" | "noxattrs" | "redirect_dir" => raw.ignored_options.push(whole),
+        "redirect_dir" => match need()? {
+            b"on" => raw.redirect_dir = true,
+            // `off` (fuse-overlayfs's only value) is the default; redirects found in the
+            // layers are always followed, so `nofollow` cannot be honoured.
+            b"off" | b"follow" => raw.redirect_dir = false,
+            b"nofollow" => {
+                raw.redirect_dir = false;
+                raw.ignored_options.push(whole);
+            }
+            v => return Err(bad_value(name, v, "on, off, follow or nofollow")),
+        },
+        "fast_ino" | "noxattrs" => raw.ignored_options.push(whole),
 
         // Generic FUSE / mount options.
         _ if FUSE_FLAGS.contains(&name) => raw.fuse_options.push(whole),

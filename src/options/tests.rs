@@ -450,10 +450,25 @@ fn fuse_overlayfs_options() {
 }
 
 #[test]
+fn redirect_dir_values() {
+    assert!(!cfg_extra("").redirect_dir);
+    assert!(cfg_extra("redirect_dir=on").redirect_dir);
+    for off in ["off", "follow"] {
+        let c = cfg_extra(&format!("redirect_dir=on,redirect_dir={off}"));
+        assert!(!c.redirect_dir && c.ignored_options.is_empty(), "{off}");
+    }
+    assert!(!cfg_extra("redirect_dir=nofollow").redirect_dir);
+    err_extra(
+        "redirect_dir=yes",
+        &["redirect_dir", "\"yes\"", "on, off, follow"],
+    );
+}
+
+#[test]
 fn ignored_compat_options() {
     let c = cfg_extra(
         "xino=auto,fast_ino,fast_ino=1,plugins=/a.so:/b.so,\
-         noxattrs=1,redirect_dir=off,index=off,mystery,other=1",
+         noxattrs=1,redirect_dir=nofollow,index=off,mystery,other=1",
     );
     assert_eq!(
         c.ignored_options,
@@ -463,7 +478,7 @@ fn ignored_compat_options() {
             "fast_ino=1",
             "plugins=/a.so:/b.so",
             "noxattrs=1",
-            "redirect_dir=off",
+            "redirect_dir=nofollow",
             "index=off",
             "mystery",
             "other=1"

@@ -220,6 +220,7 @@ mod tests {
                 let value = match name {
                     "whiteout" => "xattr",
                     "passthrough" | "xino" => "auto",
+                    "redirect_dir" => "off",
                     "threads" | "timeout" | "max_read" | "blksize" => "1",
                     "squash_to_uid" | "squash_to_gid" => "1",
                     "threaded" | "fsync" | "writeback" | "xattr_permissions" => "0",
@@ -234,7 +235,7 @@ mod tests {
             r.unwrap_or_else(|e| panic!("{field}: {e}"));
             let unknown = ["xino", "context", "plugins", "fast_ino"]
                 .iter()
-                .chain(&["noxattrs", "redirect_dir", "blksize"])
+                .chain(&["noxattrs", "blksize"])
                 .any(|k| *k == name);
             assert_eq!(
                 !raw.ignored_options.is_empty(),

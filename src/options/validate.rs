@@ -302,6 +302,7 @@ pub(super) fn validate(raw: Raw) -> Result<Config> {
         noacl: raw.noacl,
         ino32: raw.ino32,
         xattr_permissions: raw.xattr_permissions,
+        redirect_dir: raw.redirect_dir,
         fuse_options: raw.fuse_options,
         ignored_options: raw.ignored_options,
     })

@@ -386,16 +386,24 @@ fn run_inner(cfg: &Cfg, plan: Plan, steps: &mut Vec<Step>, failures: &mut Vec<Fa
     // layer (docs/format.md, "Compatibility with the kernel"): then the upper is mounted
     // read-only as the top lower layer instead.
     let xattr_whiteouts = cfg.ovlfs_opts.iter().any(|o| o == "whiteout=xattr");
+    let redirects = cfg.ovlfs_opts.iter().any(|o| o == "redirect_dir=on");
+    let follow: &[&str] = if redirects {
+        &["redirect_dir=follow"]
+    } else {
+        &[]
+    };
+    // Metadata-only copies need the kernel's `metacopy=on` to be read.
+    let stage_b_opts: Vec<&str> = kernel_opts(cfg).1.iter().chain(follow).copied().collect();
     match catch(|| {
         if xattr_whiteouts {
             let mut l = vec![ou.clone()];
             l.extend(ol.iter().cloned());
-            KernelOverlay::mount(&lower_refs(&l), None, &[], &t.join("o/m2"))
+            KernelOverlay::mount(&lower_refs(&l), None, &stage_b_opts, &t.join("o/m2"))
         } else {
             KernelOverlay::mount(
                 &lower_refs(&ol),
                 Some((&ou, &t.join("o/w2"))),
-                kernel_opts(cfg).1,
+                &stage_b_opts,
                 &t.join("o/m2"),
             )
         }
@@ -412,7 +420,7 @@ fn run_inner(cfg: &Cfg, plan: Plan, steps: &mut Vec<Step>, failures: &mut Vec<Fa
         ),
     }
 
-    // (c) ovlfs (fresh workdir) over the upper the kernel wrote.
+    // (c) ovlfs over the upper and workdir the kernel wrote (it reads the kernel's index).
     let kl_mid = snapshot_layers(&kl);
     let d = diff_layers(&kl_before, &kl_mid);
     if !d.is_empty() {
@@ -422,7 +430,7 @@ fn run_inner(cfg: &Cfg, plan: Plan, steps: &mut Vec<Step>, failures: &mut Vec<Fa
         ));
     }
     let mut c_view = None;
-    match ovlfs_cmd(cfg, &kl, &ku, &t.join("k/w2")).try_mount(&km) {
+    match ovlfs_cmd(cfg, &kl, &ku, &kw).try_mount(&km) {
         Ok(m) => {
             watch.set_mounts(&[&km]);
             watch.arm("snapshot of ovlfs over the kernel upper".into());
