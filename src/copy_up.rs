@@ -180,8 +180,10 @@ impl Overlay {
             layer: 0,
             fd: crate::lookup::ObjFd::open(upper_fd),
         };
-        {
-            node.write().objects.put_upper(upper);
+        node.put_upper(upper);
+        if node.is_superseded() {
+            // What the kernel keeps of it would go stale with the successor's writes.
+            self.invalidate_attrs(node.id);
         }
         if let Some(fd) = other_links {
             self.copy_up_other_links(src_layer, st.st_ino, fd.as_fd());

@@ -1,14 +1,17 @@
 //! The inode table: FUSE node ids ↔ overlay nodes, lookup counts and `forget`.
 //!
 //! As in libfuse's passthrough_hp, every live node holds `O_PATH` fds of its layer objects, so
-//! no request ever re-resolves a path. A node's id is its stable inode number, so hard links
-//! and repeated lookups share one node, which keeps the kernel's page cache coherent between
-//! them. The table is sharded; each node has its own lock.
+//! no request ever re-resolves a path. A node's id is normally its stable inode number, so
+//! hard links and repeated lookups share one node, which keeps the kernel's page cache
+//! coherent between them. A node whose open files still pass through to the data a copy-up
+//! replaced is *superseded*: the next lookup of its inode number makes a successor node with
+//! a fresh id (an *alias* of that number), so new opens get a kernel inode of their own. All
+//! node ids are handed out here. The table is sharded; each node has its own lock.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::os::fd::BorrowedFd;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 
 use fuser::BackingId;
@@ -20,6 +23,8 @@ use crate::sys::SysResult;
 #[derive(Debug, Default)]
 pub struct NodeIo {
     pub(crate) cached_opens: u32,
+    /// The backing file all passthrough opens of the node share (the kernel allows one per
+    /// inode while any passthrough open lives).
     pub(crate) backing: Weak<BackingId>,
 }
 
@@ -27,6 +32,9 @@ pub type NodeIoLock = Mutex<NodeIo>;
 
 pub const ROOT_ID: u64 = 1;
 const SHARDS: usize = 32;
+/// Where fresh node ids (for successors of superseded nodes) start: far above the inode
+/// numbers of real filesystems; a collision is still checked for.
+const FRESH_IDS: u64 = 0xC000_0000_0000_0000;
 
 /// What a node is made of; changes on copy-up and rename.
 #[derive(Debug)]
@@ -65,6 +73,9 @@ pub struct Node {
     /// `S_IFMT` bits of the node; a name never changes type while it is the same node.
     pub file_type: u32,
     lookups: AtomicU64,
+    /// Open files of this node pass through to data that a copy-up replaced: new opens must
+    /// go to a successor node (see the module doc).
+    superseded: AtomicBool,
     /// Reclaim epoch of the last lookup (see [`crate::fdbudget::epoch`]).
     last_used: AtomicU32,
     // Lock order (outermost first): `copy_up`, then `state`, then `io`; a parent's locks
@@ -96,6 +107,24 @@ impl Node {
         self.file_type == libc::S_IFDIR
     }
 
+    /// Whether new opens of this node must go to its successor (answered with `ESTALE`: the
+    /// kernel then looks the name up again and gets the successor's id).
+    pub fn is_superseded(&self) -> bool {
+        self.superseded.load(Ordering::Acquire)
+    }
+
+    /// Puts `upper` on top after a copy-up. Passthrough opens that still read the replaced
+    /// object keep it as the kernel inode's backing file, which no open of the new object
+    /// may share: the node is then superseded.
+    pub fn put_upper(&self, upper: LayerObject) {
+        let mut state = self.write();
+        let io = self.io.lock().unwrap_or_else(|e| e.into_inner());
+        if io.backing.strong_count() > 0 {
+            self.superseded.store(true, Ordering::Release);
+        }
+        state.objects.put_upper(upper);
+    }
+
     pub fn last_used(&self) -> u32 {
         self.last_used.load(Ordering::Relaxed)
     }
@@ -113,12 +142,21 @@ impl Node {
     /// A node outside the table (the kernel holds no reference to it), used to copy up
     /// objects the kernel has not looked up, e.g. the contents of a renamed directory.
     pub fn detached(ino: u64, file_type: u32, state: NodeState) -> Node {
+        Node::new(ino, ino, file_type, 0, state)
+    }
+
+    fn new(id: u64, ino: u64, file_type: u32, lookups: u64, state: NodeState) -> Node {
         Node {
-            id: ino,
+            id,
             ino,
             file_type,
-            lookups: AtomicU64::new(0),
-            last_used: AtomicU32::new(0),
+            lookups: AtomicU64::new(lookups),
+            superseded: AtomicBool::new(false),
+            last_used: AtomicU32::new(if lookups > 0 {
+                crate::fdbudget::epoch()
+            } else {
+                0
+            }),
             copy_up: Mutex::new(()),
             state: RwLock::new(state),
             io: Default::default(),
@@ -144,6 +182,12 @@ fn write_shard(s: &Shard) -> RwLockWriteGuard<'_, HashMap<u64, Arc<Node>>> {
 #[derive(Debug)]
 pub struct InodeTable {
     shards: Vec<Shard>,
+    /// Inode number → id of the node that serves it, for every number whose node id is not
+    /// the number itself (successors of superseded nodes). Lock order: before any shard.
+    aliases: Mutex<HashMap<u64, u64>>,
+    /// `aliases.len()`, readable without the lock (written under it and a shard lock).
+    alias_count: AtomicUsize,
+    next_fresh: AtomicU64,
     /// Nodes freed so far; every so often the allocator is asked to return free memory.
     freed: AtomicU64,
 }
@@ -153,74 +197,162 @@ impl InodeTable {
     pub fn new(root_state: NodeState, root_ino: u64) -> InodeTable {
         let table = InodeTable {
             shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
+            aliases: Mutex::default(),
+            alias_count: AtomicUsize::new(0),
+            next_fresh: AtomicU64::new(FRESH_IDS),
             freed: AtomicU64::new(0),
         };
-        let root = Arc::new(Node {
-            id: ROOT_ID,
-            ino: root_ino,
-            file_type: libc::S_IFDIR,
-            // The root is never forgotten.
-            lookups: AtomicU64::new(1 << 62),
-            last_used: AtomicU32::new(0),
-            copy_up: Mutex::new(()),
-            state: RwLock::new(root_state),
-            io: Default::default(),
-        });
+        // The root is never forgotten.
+        let root = Arc::new(Node::new(
+            ROOT_ID,
+            root_ino,
+            libc::S_IFDIR,
+            1 << 62,
+            root_state,
+        ));
         write_shard(&table.shards[shard_of(ROOT_ID)]).insert(ROOT_ID, root);
         table
     }
 
-    pub fn get(&self, id: u64) -> Option<Arc<Node>> {
-        read_shard(&self.shards[shard_of(id)]).get(&id).cloned()
+    fn shard(&self, id: u64) -> &Shard {
+        &self.shards[shard_of(id)]
     }
 
-    /// The node with id `ino`, counting one lookup; made from `state` if it is not live.
+    pub fn get(&self, id: u64) -> Option<Arc<Node>> {
+        read_shard(self.shard(id)).get(&id).cloned()
+    }
+
+    /// The node currently serving inode number `ino`, if one is live (without counting a
+    /// lookup).
+    pub fn current(&self, ino: u64) -> Option<Arc<Node>> {
+        if self.alias_count.load(Ordering::Acquire) > 0 {
+            let aliases = self.aliases.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(id) = aliases.get(&ino)
+                && let Some(node) = self.get(*id)
+            {
+                return Some(node);
+            }
+        }
+        self.get(ino).filter(|n| n.ino == ino)
+    }
+
+    /// The node serving inode number `ino`, counting one lookup; made from `state` if none
+    /// is live, or if the live one is superseded (the new node then gets a fresh id).
     ///
-    /// Node ids are the inode numbers users see (fuser sends `attr.ino` as the node id). They
-    /// are unique while a node lives because the node's `O_PATH` fds keep its objects
-    /// allocated, so the filesystem cannot hand their inode numbers to new objects.
+    /// Node ids are normally the inode numbers users see. They are unique while a node lives
+    /// because the node's `O_PATH` fds keep its objects allocated, so the filesystem cannot
+    /// hand their inode numbers to new objects.
     /// A live node keeps its own state: it is kept current by the operations that change it.
     pub fn lookup_or_insert(&self, ino: u64, file_type: u32, state: NodeState) -> Arc<Node> {
-        let mut shard = write_shard(&self.shards[shard_of(ino)]);
-        if let Some(node) = shard.get(&ino)
-            && node.file_type == file_type
         {
-            node.lookups.fetch_add(1, Ordering::AcqRel);
-            node.last_used
-                .store(crate::fdbudget::epoch(), Ordering::Relaxed);
-            return node.clone();
+            let mut shard = write_shard(self.shard(ino));
+            match shard.get(&ino) {
+                Some(node) if node.ino == ino && !node.is_superseded() => {
+                    if node.file_type == file_type {
+                        node.lookups.fetch_add(1, Ordering::AcqRel);
+                        node.last_used
+                            .store(crate::fdbudget::epoch(), Ordering::Relaxed);
+                        return node.clone();
+                    }
+                    // Another object under a number still held: the name was replaced.
+                    let node = Arc::new(Node::new(ino, ino, file_type, 1, state));
+                    shard.insert(ino, node.clone());
+                    return node;
+                }
+                None if self.alias_count.load(Ordering::Acquire) == 0 => {
+                    let node = Arc::new(Node::new(ino, ino, file_type, 1, state));
+                    shard.insert(ino, node.clone());
+                    return node;
+                }
+                _ => {}
+            }
         }
-        let node = Arc::new(Node {
-            id: ino,
-            ino,
-            file_type,
-            lookups: AtomicU64::new(1),
-            last_used: AtomicU32::new(crate::fdbudget::epoch()),
-            copy_up: Mutex::new(()),
-            state: RwLock::new(state),
-            io: Default::default(),
-        });
-        shard.insert(ino, node.clone());
-        node
+        self.lookup_or_insert_aliased(ino, file_type, state)
+    }
+
+    /// `lookup_or_insert` when `ino` has (or needs) a node whose id is not `ino`.
+    fn lookup_or_insert_aliased(&self, ino: u64, file_type: u32, state: NodeState) -> Arc<Node> {
+        let mut aliases = self.aliases.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(&id) = aliases.get(&ino) {
+            let shard = write_shard(self.shard(id));
+            if let Some(node) = shard.get(&id)
+                && node.ino == ino
+                && node.file_type == file_type
+                && !node.is_superseded()
+            {
+                node.lookups.fetch_add(1, Ordering::AcqRel);
+                node.last_used
+                    .store(crate::fdbudget::epoch(), Ordering::Relaxed);
+                return node.clone();
+            }
+        }
+        // No usable successor: the number's own id if it is free, else a fresh one.
+        let mut own = write_shard(self.shard(ino));
+        let own_id_free = match own.get(&ino) {
+            None => true,
+            Some(node) => node.ino == ino && !node.is_superseded(),
+        };
+        if own_id_free {
+            aliases.remove(&ino);
+            self.alias_count.store(aliases.len(), Ordering::Release);
+            let node = Arc::new(Node::new(ino, ino, file_type, 1, state));
+            own.insert(ino, node.clone());
+            return node;
+        }
+        // Counted before the number's own shard is let go: a lookup that finds the number's
+        // node gone (forgotten meanwhile) must see that an alias exists.
+        self.alias_count.store(aliases.len() + 1, Ordering::Release);
+        drop(own);
+        loop {
+            let id = self.next_fresh.fetch_add(1, Ordering::Relaxed);
+            if id <= ROOT_ID {
+                continue;
+            }
+            let mut shard = write_shard(self.shard(id));
+            if shard.contains_key(&id) {
+                continue;
+            }
+            let node = Arc::new(Node::new(id, ino, file_type, 1, state));
+            shard.insert(id, node.clone());
+            aliases.insert(ino, id);
+            self.alias_count.store(aliases.len(), Ordering::Release);
+            return node;
+        }
     }
 
     /// The kernel dropped `n` references; the node goes when none remain.
     pub fn forget(&self, id: u64, n: u64) {
-        let mut shard = write_shard(&self.shards[shard_of(id)]);
+        let mut shard = write_shard(self.shard(id));
         let Some(node) = shard.get(&id) else { return };
         let left = node.lookups.load(Ordering::Acquire).saturating_sub(n);
         node.lookups.store(left, Ordering::Release);
-        if left == 0 && id != ROOT_ID {
-            shard.remove(&id);
-            // Tables never shrink by themselves: give memory back once a big tree is gone.
-            if shard.capacity() > 4096 && shard.len() * 4 < shard.capacity() {
-                let keep = shard.len() * 2;
-                shard.shrink_to(keep);
-            }
+        if left > 0 || id == ROOT_ID {
+            return;
+        }
+        if node.id != node.ino {
+            // A successor: its alias goes with it (aliases are locked before shards).
+            let ino = node.ino;
             drop(shard);
-            if self.freed.fetch_add(1, Ordering::Relaxed) % 65_536 == 65_535 {
-                crate::sys::release_free_memory();
+            let mut aliases = self.aliases.lock().unwrap_or_else(|e| e.into_inner());
+            shard = write_shard(self.shard(id));
+            let Some(node) = shard.get(&id) else { return };
+            if node.lookups.load(Ordering::Acquire) > 0 {
+                return; // looked up again meanwhile
             }
+            if aliases.get(&ino) == Some(&id) {
+                aliases.remove(&ino);
+                self.alias_count.store(aliases.len(), Ordering::Release);
+            }
+        }
+        shard.remove(&id);
+        // Tables never shrink by themselves: give memory back once a big tree is gone.
+        if shard.capacity() > 4096 && shard.len() * 4 < shard.capacity() {
+            let keep = shard.len() * 2;
+            shard.shrink_to(keep);
+        }
+        drop(shard);
+        if self.freed.fetch_add(1, Ordering::Relaxed) % 65_536 == 65_535 {
+            crate::sys::release_free_memory();
         }
     }
 
