@@ -17,13 +17,29 @@ mod common;
 
 use std::fs::{self, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirEntryExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use common::*;
 
 const BODY_SECS: u64 = 60;
 const LOWER: &str = "lower data\n";
+
+/// Root, and a kernel with FUSE passthrough (Linux 6.9); else a visible skip.
+fn require_passthrough(test: &str) -> bool {
+    if !require_root(test) {
+        return false;
+    }
+    let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    let major: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    let minor: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    if (major, minor) < (6, 9) {
+        skip_or_fail(test, "the kernel has no FUSE passthrough (Linux < 6.9)");
+        return false;
+    }
+    true
+}
 
 /// A scratch root whose lower holds `f` (and the hard link `g` of it), mounted as root.
 fn mounted() -> (tempfile::TempDir, OvlfsMount) {
@@ -36,6 +52,7 @@ fn mounted() -> (tempfile::TempDir, OvlfsMount) {
     fs::hard_link(root.join("lower/f"), root.join("lower/g")).expect("lower hard link");
     let m = Ovlfs::new([root.join("lower")])
         .upper(root.join("upper"), root.join("work"))
+        .opt("passthrough=on")
         .mount(&root.join("mnt"));
     (t, m)
 }
@@ -68,7 +85,7 @@ fn truncate_path(p: &Path, len: i64) -> std::io::Result<()> {
 
 #[test]
 fn reader_keeps_lower_data_across_a_write_copy_up() {
-    if !require_root("reader_keeps_lower_data_across_a_write_copy_up") {
+    if !require_passthrough("reader_keeps_lower_data_across_a_write_copy_up") {
         return;
     }
     let (t, m) = mounted();
@@ -109,7 +126,7 @@ fn reader_keeps_lower_data_across_a_write_copy_up() {
 
 #[test]
 fn path_chmod_truncate_utimes_with_a_reader_open() {
-    if !require_root("path_chmod_truncate_utimes_with_a_reader_open") {
+    if !require_passthrough("path_chmod_truncate_utimes_with_a_reader_open") {
         return;
     }
     let (_t, m) = mounted();
@@ -139,7 +156,7 @@ fn path_chmod_truncate_utimes_with_a_reader_open() {
 
 #[test]
 fn fd_based_setattr_through_the_old_fd() {
-    if !require_root("fd_based_setattr_through_the_old_fd") {
+    if !require_passthrough("fd_based_setattr_through_the_old_fd") {
         return;
     }
     let (t, m) = mounted();
@@ -180,7 +197,7 @@ fn fd_based_setattr_through_the_old_fd() {
 
 #[test]
 fn hard_linked_lower_file_stays_one_file() {
-    if !require_root("hard_linked_lower_file_stays_one_file") {
+    if !require_passthrough("hard_linked_lower_file_stays_one_file") {
         return;
     }
     let (t, m) = mounted();
@@ -225,7 +242,7 @@ fn hard_linked_lower_file_stays_one_file() {
 
 #[test]
 fn shared_mmap_of_a_lower_file_keeps_the_lower_data() {
-    if !require_root("shared_mmap_of_a_lower_file_keeps_the_lower_data") {
+    if !require_passthrough("shared_mmap_of_a_lower_file_keeps_the_lower_data") {
         return;
     }
     let (_t, m) = mounted();
@@ -291,7 +308,7 @@ fn shared_mmap_of_a_lower_file_keeps_the_lower_data() {
 
 #[test]
 fn rename_with_a_reader_open_then_copy_up() {
-    if !require_root("rename_with_a_reader_open_then_copy_up") {
+    if !require_passthrough("rename_with_a_reader_open_then_copy_up") {
         return;
     }
     let (_t, m) = mounted();
@@ -317,7 +334,7 @@ fn rename_with_a_reader_open_then_copy_up() {
 /// and in the end every name and new open agree.
 #[test]
 fn concurrent_readers_and_copy_ups() {
-    if !require_root("concurrent_readers_and_copy_ups") {
+    if !require_passthrough("concurrent_readers_and_copy_ups") {
         return;
     }
     let (_t, m) = mounted();
@@ -350,4 +367,50 @@ fn concurrent_readers_and_copy_ups() {
         assert!(f.starts_with('T'), "the last write shows: {f:?}");
     });
     m.assert_no_panic_logged("concurrent readers and copy-ups");
+}
+
+/// A listing (readdirplus) after a copy-up that kept the old dentry (chmod by path) gives the
+/// successor's node for the name: the names, modes and inode numbers stay right, and a write
+/// open of the name works.
+#[test]
+fn listing_after_a_copy_up_with_a_reader_open() {
+    if !require_passthrough("listing_after_a_copy_up_with_a_reader_open") {
+        return;
+    }
+    let (_t, m) = mounted();
+    let mnt = m.path().to_path_buf();
+    let seen = with_watchdog(BODY_SECS, m.path(), move || {
+        let p = mnt.join("f");
+        let ino = fs::metadata(&p).expect("stat").ino();
+        let mut ro = fs::File::open(&p).expect("open read-only");
+        assert_eq!(read_at_start(&mut ro), LOWER);
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).expect("chmod by path");
+        let mut listed = Vec::new();
+        for entry in fs::read_dir(&mnt).expect("readdir") {
+            let entry = entry.expect("entry");
+            let md = entry.metadata().expect("lstat of a listed entry");
+            listed.push((
+                entry.file_name().to_string_lossy().into_owned(),
+                entry.ino(),
+                md.ino(),
+                md.mode() & 0o7777,
+            ));
+        }
+        listed.sort();
+        write_through_new_fd(&p, b"UPPER");
+        let new = fs::read_to_string(&p).expect("read through a new open");
+        let g = fs::read_to_string(mnt.join("g")).expect("read the other name");
+        (ino, listed, new, g, read_at_start(&mut ro))
+    });
+    let (ino, listed, new, g, old) = seen;
+    let names: Vec<&str> = listed.iter().map(|e| e.0.as_str()).collect();
+    assert_eq!(names, ["f", "g"]);
+    for (name, d_ino, st_ino, mode) in &listed {
+        assert_eq!(*d_ino, ino, "d_ino of {name}");
+        assert_eq!(*st_ino, ino, "st_ino of {name}");
+        assert_eq!(*mode, 0o600, "mode of {name} (one file)");
+    }
+    assert_eq!(new, "UPPER data\n");
+    assert_eq!(g, "UPPER data\n", "the hard link shows the write");
+    assert_eq!(old, LOWER);
 }
