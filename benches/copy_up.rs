@@ -113,8 +113,8 @@ impl Site {
         };
         let ov = Overlay::new(&config).expect("overlay");
         ov.attach_workdir(&work).expect("workdir");
-        let attr = ov.lookup(ROOT_ID, OsStr::new(name)).expect("lookup");
-        let node = ov.node(attr.ino.0).expect("node");
+        let entry = ov.lookup(ROOT_ID, OsStr::new(name)).expect("lookup");
+        let node = ov.node(entry.id).expect("node");
         (ov, node, run)
     }
 }

@@ -211,7 +211,10 @@ impl Overlay {
             // A metadata-only copy about to be written: its data comes up in place.
             let data = data.ok_or(Errno::IO)?;
             self.copy_up_data_in_place(src.as_fd(), data.as_fd())?;
-            node.write().objects.data_copied_up()?;
+            node.change_data_source(|objects| objects.data_copied_up())?;
+            if node.is_superseded() {
+                self.invalidate_attrs(node.id);
+            }
             return Ok(CopiedUp::Done);
         }
         let upper_dir = parent.read().top().fd.owned_clone()?;
@@ -262,6 +265,7 @@ impl Overlay {
             fd: crate::lookup::ObjFd::open(upper_fd),
         };
         if metadata_only {
+            // The data stays where it was read from: passthrough opens keep their backing.
             let mut data = LayerObject {
                 layer: src_layer,
                 fd: crate::lookup::ObjFd::open(src.try_clone_to_owned().map_err(|_| Errno::MFILE)?),
@@ -269,7 +273,11 @@ impl Overlay {
             self.hold_path(&mut data);
             node.write().objects = Objects::Metacopy { top: upper, data };
         } else {
-            node.write().objects.put_upper(upper);
+            node.put_upper(upper);
+            if node.is_superseded() {
+                // What the kernel keeps of it would go stale with the successor's writes.
+                self.invalidate_attrs(node.id);
+            }
         }
         if let Some(fd) = other_links {
             self.copy_up_other_links(src_layer, st.st_ino, fd.as_fd());

@@ -5,13 +5,12 @@ use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
-use fuser::FileAttr;
 use rustix::fs::OFlags;
 
 use crate::config::WhiteoutMode;
 use crate::inode::{Node, NodeState};
 use crate::lookup::{self, LayerObject, ObjFd, Objects, Resolved};
-use crate::overlay::Overlay;
+use crate::overlay::{Entry, Overlay};
 use crate::readdir;
 use crate::request::{Caller, NewObject};
 use crate::stat_override;
@@ -75,7 +74,7 @@ impl Overlay {
         name: &OsStr,
         resolved: Resolved,
     ) -> Arc<Node> {
-        if let Some(node) = self.inodes.get(resolved.ino) {
+        if let Some(node) = self.inodes.current(resolved.ino) {
             return node;
         }
         let file_type = resolved.stat.st_mode & libc::S_IFMT;
@@ -112,7 +111,7 @@ impl Overlay {
         name: &OsStr,
         object: NewObject<'_>,
         caller: Caller,
-    ) -> SysResult<(FileAttr, Option<OwnedFd>)> {
+    ) -> SysResult<(Entry, Option<OwnedFd>)> {
         if self.read_only() {
             return Err(Errno::ROFS);
         }
@@ -202,8 +201,8 @@ impl Overlay {
         finish?;
         let parent_merges = self.has_lower_part(&parent_node);
         self.install(staged, upper_dir.as_fd(), name, is_dir, parent_merges)?;
-        let attr = self.new_node(&parent_node, upper_dir.as_fd(), name)?;
-        Ok((attr, fd))
+        let entry = self.new_node(&parent_node, upper_dir.as_fd(), name)?;
+        Ok((entry, fd))
     }
 
     /// Registers the object just installed at `upper_dir/name` as a node (one kernel
@@ -215,7 +214,7 @@ impl Overlay {
         parent: &Arc<Node>,
         upper_dir: BorrowedFd<'_>,
         name: &OsStr,
-    ) -> SysResult<FileAttr> {
+    ) -> SysResult<Entry> {
         let fd = sys::open_path_at(upper_dir, name)?;
         let st = self.stat_object(0, fd.as_fd())?;
         let ino = self.stack.stable_ino(0, st.st_ino);
@@ -233,7 +232,10 @@ impl Overlay {
         let node = self
             .inodes
             .lookup_or_insert(ino, st.st_mode & libc::S_IFMT, state);
-        Ok(self.attr_from_stat(&node, &st, false))
+        Ok(Entry {
+            id: node.id,
+            attr: self.attr_from_stat(&node, &st, false),
+        })
     }
 
     /// Moves a finished `work/tmp` to `upper_dir/name`, replacing a whiteout there (a new
@@ -272,7 +274,7 @@ impl Overlay {
     }
 
     /// A hard link of `id` as `newparent/newname`.
-    pub fn link(&self, id: u64, newparent: u64, newname: &OsStr) -> SysResult<FileAttr> {
+    pub fn link(&self, id: u64, newparent: u64, newname: &OsStr) -> SysResult<Entry> {
         if self.read_only() {
             return Err(Errno::ROFS);
         }

@@ -63,16 +63,21 @@ impl Overlay {
             let st = self.stat_object(0, node.read().top_fd()?.as_fd())?;
             clear_sgid = killpriv::must_clear_sgid(caller, &st);
         }
-        let (layer, (fd, write_only)) = {
-            let state = node.read();
-            // A metadata-only copy (only ever opened to read) reads its lower data file.
-            let source = state.objects.metacopy_data().unwrap_or(state.top());
-            (
-                source.layer,
-                self.open_real(source.fd.get()?.as_fd(), flags)?,
-            )
-        };
-        let mut opened = self.register_open(node, layer, fd, clear_sgid, make_backing);
+        // Superseded since it was looked up (possibly by the copy-up above): the kernel
+        // retries an open that fails with ESTALE after a fresh lookup, which gives it the
+        // successor node.
+        if node.is_superseded() {
+            return Err(Errno::STALE);
+        }
+        // The state stays locked until the open is registered: a copy-up must see this
+        // open's backing file (see `Node::put_upper`). A metadata-only copy (only ever opened
+        // to read) reads its lower data file.
+        let state = node.read();
+        let source = state.objects.metacopy_data().unwrap_or(state.top());
+        let layer = source.layer;
+        let (fd, write_only) = self.open_real(source.fd.get()?.as_fd(), flags)?;
+        let mut opened = self.register_open(node.clone(), layer, fd, clear_sgid, make_backing);
+        drop(state);
         opened.direct_io = write_only && opened.backing.is_none();
         Ok(opened)
     }
@@ -103,9 +108,8 @@ impl Overlay {
         clear_sgid: bool,
         make_backing: MakeBacking<'_>,
     ) -> Opened {
-        let in_upper = self.stack.is_upper(layer);
         let (data_path, clear_sgid) =
-            self.choose_data_path(&node, fd.as_fd(), in_upper, clear_sgid, make_backing);
+            self.choose_data_path(&node, fd.as_fd(), clear_sgid, make_backing);
         let backing = match &data_path {
             DataPath::Passthrough(b) => Some(b.clone()),
             DataPath::Cached => None,
@@ -165,11 +169,15 @@ impl Overlay {
         Ok(f(self.current_fd(file)?))
     }
 
-    /// The fd to read `file` through. A read-only handle opened on a lower object before that
-    /// object was copied up must see the upper copy from then on (the kernel guarantees it):
-    /// the first read after the copy-up opens the upper copy, later ones reuse it.
+    /// The fd to read `file` through. A cached read-only handle opened on a lower object
+    /// before that object was copied up sees the upper copy from then on (as the kernel's
+    /// overlayfs does): the first read after the copy-up opens the upper copy, later ones
+    /// reuse it. A passthrough handle reads its own fd, as the kernel does for it.
     fn current_fd<'a>(&self, file: &'a FileHandle) -> SysResult<BorrowedFd<'a>> {
-        if !self.stack.has_upper || self.stack.is_upper(file.layer) {
+        if !self.stack.has_upper
+            || self.stack.is_upper(file.layer)
+            || matches!(file.data_path, DataPath::Passthrough(_))
+        {
             return Ok(file.fd.as_fd());
         }
         if let Some(fd) = file.moved_up.get() {
@@ -315,14 +323,14 @@ impl Overlay {
         flags: i32,
         caller: Caller,
         make_backing: MakeBacking<'_>,
-    ) -> SysResult<(fuser::FileAttr, Opened)> {
+    ) -> SysResult<(crate::overlay::Entry, Opened)> {
         let object = crate::request::NewObject::File { mode, flags };
-        let (attr, fd) = self.create_object(parent, name, object, caller)?;
-        let node = self.node(attr.ino.0)?;
+        let (entry, fd) = self.create_object(parent, name, object, caller)?;
+        let node = self.node(entry.id)?;
         let fd = fd.ok_or(Errno::IO)?;
         let layer = node.read().top().layer;
         Ok((
-            attr,
+            entry,
             self.register_open(node, layer, fd, false, make_backing),
         ))
     }

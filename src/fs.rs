@@ -12,15 +12,15 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use fuser::{
-    AccessFlags, BsdFileFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, Filesystem,
-    FopenFlags, INodeNo, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
-    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen,
-    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    AccessFlags, BsdFileFlags, CopyFileRangeFlags, Errno, FileHandle, Filesystem, FopenFlags,
+    INodeNo, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use crate::attr::AttrChanges;
 use crate::handles::{DirHandle, Opened};
-use crate::overlay::{Overlay, fuse_file_type};
+use crate::overlay::{Entry, Overlay, fuse_file_type};
 use crate::readdir::MergedEntry;
 use crate::request::{Caller, NewObject};
 use crate::sys;
@@ -56,9 +56,15 @@ fn request_caller(req: &Request) -> Caller {
 }
 
 impl OverlayFs {
-    fn reply_entry(&self, result: crate::sys::SysResult<FileAttr>, reply: ReplyEntry) {
+    fn reply_entry(&self, result: crate::sys::SysResult<Entry>, reply: ReplyEntry) {
         match result {
-            Ok(attr) => reply.entry(&self.ov.ttl, &attr, GENERATION),
+            Ok(e) => reply.entry_node(
+                INodeNo(e.id),
+                &self.ov.ttl,
+                &self.ov.ttl,
+                &e.attr,
+                GENERATION,
+            ),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -74,7 +80,7 @@ impl OverlayFs {
         let result = self
             .ov
             .create_object(parent.0, name, object, request_caller(req));
-        self.reply_entry(result.map(|(attr, _)| attr), reply)
+        self.reply_entry(result.map(|(entry, _)| entry), reply)
     }
 }
 
@@ -115,7 +121,13 @@ impl Filesystem for OverlayFs {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         guarded("lookup", || match self.ov.lookup(parent.0, name) {
-            Ok(attr) => reply.entry(&self.ov.ttl, &attr, GENERATION),
+            Ok(e) => reply.entry_node(
+                INodeNo(e.id),
+                &self.ov.ttl,
+                &self.ov.ttl,
+                &e.attr,
+                GENERATION,
+            ),
             // Node id 0 is "no such entry" that the kernel may cache for the TTL: every
             // change that could create the name goes through this daemon.
             Err(e) if e == crate::sys::Errno::NOENT => {
@@ -131,7 +143,7 @@ impl Filesystem for OverlayFs {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         guarded("getattr", || match self.ov.getattr(ino.0) {
-            Ok(attr) => reply.attr(&self.ov.ttl, &attr),
+            Ok(attr) => reply.attr(&self.ov.attr_ttl(ino.0), &attr),
             Err(e) => reply.error(errno(e)),
         })
     }
@@ -286,18 +298,22 @@ impl Filesystem for OverlayFs {
                 Err(e) => return reply.error(e),
             };
             for (i, entry) in entries.iter().enumerate().skip(offset as usize) {
-                let attr = if i < 2 {
+                let Entry { id, attr } = if i < 2 {
                     // `.` and `..`: the kernel takes no reference for them.
-                    self.ov.dot_attr(entry)
+                    let attr = self.ov.dot_attr(entry);
+                    Entry {
+                        id: attr.ino.0,
+                        attr,
+                    }
                 } else {
                     match self.ov.lookup(dir.node.id, &entry.name) {
-                        Ok(attr) => attr,
+                        Ok(e) => e,
                         // Gone since opendir: skip it, as a fresh listing would.
                         Err(_) => continue,
                     }
                 };
                 if reply.add(
-                    INodeNo(attr.ino.0),
+                    INodeNo(id),
                     i as u64 + 1,
                     &entry.name,
                     &self.ov.ttl,
@@ -306,7 +322,7 @@ impl Filesystem for OverlayFs {
                 ) {
                     if i >= 2 {
                         // The kernel drops entries that did not fit: undo their reference.
-                        self.ov.forget(attr.ino.0, 1);
+                        self.ov.forget(id, 1);
                     }
                     break;
                 }
@@ -402,7 +418,10 @@ impl Filesystem for OverlayFs {
                 caller: Some(request_caller(req)),
             };
             match self.ov.setattr(ino.0, changes) {
-                Ok(attr) => reply.attr(&self.ov.ttl, &attr),
+                Ok(attr) => {
+                    self.ov.attrs_changed(ino.0);
+                    reply.attr(&self.ov.attr_ttl(ino.0), &attr)
+                }
                 Err(e) => reply.error(errno(e)),
             }
         })
@@ -533,27 +552,15 @@ impl Filesystem for OverlayFs {
                 request_caller(req),
                 &make_backing,
             ) {
-                Ok((
-                    attr,
-                    Opened {
-                        fh,
-                        backing: Some(b),
-                        ..
-                    },
-                )) => reply.created_passthrough(
+                Ok((Entry { id, attr }, Opened { fh, backing, .. })) => reply.created_node(
+                    INodeNo(id),
                     &ttl,
                     &attr,
                     GENERATION,
                     FileHandle(fh),
                     FopenFlags::empty(),
-                    &b,
+                    backing.as_deref(),
                 ),
-                Ok((
-                    attr,
-                    Opened {
-                        fh, backing: None, ..
-                    },
-                )) => reply.created(&ttl, &attr, GENERATION, FileHandle(fh), FopenFlags::empty()),
                 Err(e) => reply.error(errno(e)),
             }
         })
@@ -614,13 +621,21 @@ impl Filesystem for OverlayFs {
         reply: ReplyEmpty,
     ) {
         guarded("setxattr", || {
-            reply_empty(self.ov.setxattr(ino.0, name, value, flags), reply)
+            let result = self.ov.setxattr(ino.0, name, value, flags);
+            if result.is_ok() {
+                self.ov.attrs_changed(ino.0);
+            }
+            reply_empty(result, reply)
         })
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         guarded("removexattr", || {
-            reply_empty(self.ov.removexattr(ino.0, name), reply)
+            let result = self.ov.removexattr(ino.0, name);
+            if result.is_ok() {
+                self.ov.attrs_changed(ino.0);
+            }
+            reply_empty(result, reply)
         })
     }
 

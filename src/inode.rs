@@ -1,14 +1,17 @@
 //! The inode table: FUSE node ids ↔ overlay nodes, lookup counts and `forget`.
 //!
 //! As in libfuse's passthrough_hp, every live node holds `O_PATH` fds of its layer objects, so
-//! no request ever re-resolves a path. A node's id is its stable inode number, so hard links
-//! and repeated lookups share one node, which keeps the kernel's page cache coherent between
-//! them. The table is sharded; each node has its own lock.
+//! no request ever re-resolves a path. A node's id is normally its stable inode number, so
+//! hard links and repeated lookups share one node, which keeps the kernel's page cache
+//! coherent between them. A node whose open files still pass through to the data a copy-up
+//! replaced is *superseded*: the next lookup of its inode number makes a successor node with
+//! a fresh id (an *alias* of that number), so new opens get a kernel inode of their own. All
+//! node ids are handed out here. The table is sharded; each node has its own lock.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::os::fd::BorrowedFd;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 
 use fuser::BackingId;
@@ -20,6 +23,8 @@ use crate::sys::SysResult;
 #[derive(Debug, Default)]
 pub struct NodeIo {
     pub(crate) cached_opens: u32,
+    /// The backing file all passthrough opens of the node share (the kernel allows one per
+    /// inode while any passthrough open lives).
     pub(crate) backing: Weak<BackingId>,
 }
 
@@ -27,6 +32,9 @@ pub type NodeIoLock = Mutex<NodeIo>;
 
 pub const ROOT_ID: u64 = 1;
 const SHARDS: usize = 32;
+/// Where fresh node ids (for successors of superseded nodes) start: far above the inode
+/// numbers of real filesystems; a collision is still checked for.
+const FRESH_IDS: u64 = 0xC000_0000_0000_0000;
 
 /// What a node is made of; changes on copy-up and rename.
 #[derive(Debug)]
@@ -65,6 +73,9 @@ pub struct Node {
     /// `S_IFMT` bits of the node; a name never changes type while it is the same node.
     pub file_type: u32,
     lookups: AtomicU64,
+    /// Open files of this node pass through to data that a copy-up replaced: new opens must
+    /// go to a successor node (see the module doc).
+    superseded: AtomicBool,
     /// Reclaim epoch of the last lookup (see [`crate::fdbudget::epoch`]).
     last_used: AtomicU32,
     // Lock order (outermost first): `copy_up`, then `state`, then `io`; a parent's locks
@@ -96,6 +107,42 @@ impl Node {
         self.file_type == libc::S_IFDIR
     }
 
+    /// Whether new opens of this node must go to its successor (answered with `ESTALE`: the
+    /// kernel then looks the name up again and gets the successor's id).
+    pub fn is_superseded(&self) -> bool {
+        self.superseded.load(Ordering::Acquire)
+    }
+
+    /// Puts `upper` on top after a copy-up. Passthrough opens that still read the replaced
+    /// object keep it as the kernel inode's backing file, which no open of the new object
+    /// may share: the node is then superseded.
+    pub fn put_upper(&self, upper: LayerObject) {
+        let mut state = self.write();
+        let io = self.io.lock().unwrap_or_else(|e| e.into_inner());
+        state.objects.put_upper(upper);
+        self.supersede_if_backed(&io);
+    }
+
+    /// Changes the objects so that the node's data comes from another file (a copy-up, or the
+    /// data copy-up of a metadata-only copy), superseding the node while passthrough opens
+    /// still read the old one (see [`Node::put_upper`]).
+    pub fn change_data_source(
+        &self,
+        change: impl FnOnce(&mut Objects) -> SysResult<()>,
+    ) -> SysResult<()> {
+        let mut state = self.write();
+        let io = self.io.lock().unwrap_or_else(|e| e.into_inner());
+        change(&mut state.objects)?;
+        self.supersede_if_backed(&io);
+        Ok(())
+    }
+
+    fn supersede_if_backed(&self, io: &NodeIo) {
+        if io.backing.strong_count() > 0 {
+            self.superseded.store(true, Ordering::Release);
+        }
+    }
+
     pub fn last_used(&self) -> u32 {
         self.last_used.load(Ordering::Relaxed)
     }
@@ -113,12 +160,21 @@ impl Node {
     /// A node outside the table (the kernel holds no reference to it), used to copy up
     /// objects the kernel has not looked up, e.g. the contents of a renamed directory.
     pub fn detached(ino: u64, file_type: u32, state: NodeState) -> Node {
+        Node::new(ino, ino, file_type, 0, state)
+    }
+
+    fn new(id: u64, ino: u64, file_type: u32, lookups: u64, state: NodeState) -> Node {
         Node {
-            id: ino,
+            id,
             ino,
             file_type,
-            lookups: AtomicU64::new(0),
-            last_used: AtomicU32::new(0),
+            lookups: AtomicU64::new(lookups),
+            superseded: AtomicBool::new(false),
+            last_used: AtomicU32::new(if lookups > 0 {
+                crate::fdbudget::epoch()
+            } else {
+                0
+            }),
             copy_up: Mutex::new(()),
             state: RwLock::new(state),
             io: Default::default(),
@@ -144,6 +200,12 @@ fn write_shard(s: &Shard) -> RwLockWriteGuard<'_, HashMap<u64, Arc<Node>>> {
 #[derive(Debug)]
 pub struct InodeTable {
     shards: Vec<Shard>,
+    /// Inode number → id of the node that serves it, for every number whose node id is not
+    /// the number itself (successors of superseded nodes). Lock order: before any shard.
+    aliases: Mutex<HashMap<u64, u64>>,
+    /// `aliases.len()`, readable without the lock (written under it and a shard lock).
+    alias_count: AtomicUsize,
+    next_fresh: AtomicU64,
     /// Nodes freed so far; every so often the allocator is asked to return free memory.
     freed: AtomicU64,
 }
@@ -153,74 +215,162 @@ impl InodeTable {
     pub fn new(root_state: NodeState, root_ino: u64) -> InodeTable {
         let table = InodeTable {
             shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
+            aliases: Mutex::default(),
+            alias_count: AtomicUsize::new(0),
+            next_fresh: AtomicU64::new(FRESH_IDS),
             freed: AtomicU64::new(0),
         };
-        let root = Arc::new(Node {
-            id: ROOT_ID,
-            ino: root_ino,
-            file_type: libc::S_IFDIR,
-            // The root is never forgotten.
-            lookups: AtomicU64::new(1 << 62),
-            last_used: AtomicU32::new(0),
-            copy_up: Mutex::new(()),
-            state: RwLock::new(root_state),
-            io: Default::default(),
-        });
+        // The root is never forgotten.
+        let root = Arc::new(Node::new(
+            ROOT_ID,
+            root_ino,
+            libc::S_IFDIR,
+            1 << 62,
+            root_state,
+        ));
         write_shard(&table.shards[shard_of(ROOT_ID)]).insert(ROOT_ID, root);
         table
     }
 
-    pub fn get(&self, id: u64) -> Option<Arc<Node>> {
-        read_shard(&self.shards[shard_of(id)]).get(&id).cloned()
+    fn shard(&self, id: u64) -> &Shard {
+        &self.shards[shard_of(id)]
     }
 
-    /// The node with id `ino`, counting one lookup; made from `state` if it is not live.
+    pub fn get(&self, id: u64) -> Option<Arc<Node>> {
+        read_shard(self.shard(id)).get(&id).cloned()
+    }
+
+    /// The node currently serving inode number `ino`, if one is live (without counting a
+    /// lookup).
+    pub fn current(&self, ino: u64) -> Option<Arc<Node>> {
+        if self.alias_count.load(Ordering::Acquire) > 0 {
+            let aliases = self.aliases.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(id) = aliases.get(&ino)
+                && let Some(node) = self.get(*id)
+            {
+                return Some(node);
+            }
+        }
+        self.get(ino).filter(|n| n.ino == ino)
+    }
+
+    /// The node serving inode number `ino`, counting one lookup; made from `state` if none
+    /// is live, or if the live one is superseded (the new node then gets a fresh id).
     ///
-    /// Node ids are the inode numbers users see (fuser sends `attr.ino` as the node id). They
-    /// are unique while a node lives because the node's `O_PATH` fds keep its objects
-    /// allocated, so the filesystem cannot hand their inode numbers to new objects.
+    /// Node ids are normally the inode numbers users see. They are unique while a node lives
+    /// because the node's `O_PATH` fds keep its objects allocated, so the filesystem cannot
+    /// hand their inode numbers to new objects.
     /// A live node keeps its own state: it is kept current by the operations that change it.
     pub fn lookup_or_insert(&self, ino: u64, file_type: u32, state: NodeState) -> Arc<Node> {
-        let mut shard = write_shard(&self.shards[shard_of(ino)]);
-        if let Some(node) = shard.get(&ino)
-            && node.file_type == file_type
         {
-            node.lookups.fetch_add(1, Ordering::AcqRel);
-            node.last_used
-                .store(crate::fdbudget::epoch(), Ordering::Relaxed);
-            return node.clone();
+            let mut shard = write_shard(self.shard(ino));
+            match shard.get(&ino) {
+                Some(node) if node.ino == ino && !node.is_superseded() => {
+                    if node.file_type == file_type {
+                        node.lookups.fetch_add(1, Ordering::AcqRel);
+                        node.last_used
+                            .store(crate::fdbudget::epoch(), Ordering::Relaxed);
+                        return node.clone();
+                    }
+                    // Another object under a number still held: the name was replaced.
+                    let node = Arc::new(Node::new(ino, ino, file_type, 1, state));
+                    shard.insert(ino, node.clone());
+                    return node;
+                }
+                None if self.alias_count.load(Ordering::Acquire) == 0 => {
+                    let node = Arc::new(Node::new(ino, ino, file_type, 1, state));
+                    shard.insert(ino, node.clone());
+                    return node;
+                }
+                _ => {}
+            }
         }
-        let node = Arc::new(Node {
-            id: ino,
-            ino,
-            file_type,
-            lookups: AtomicU64::new(1),
-            last_used: AtomicU32::new(crate::fdbudget::epoch()),
-            copy_up: Mutex::new(()),
-            state: RwLock::new(state),
-            io: Default::default(),
-        });
-        shard.insert(ino, node.clone());
-        node
+        self.lookup_or_insert_aliased(ino, file_type, state)
+    }
+
+    /// `lookup_or_insert` when `ino` has (or needs) a node whose id is not `ino`.
+    fn lookup_or_insert_aliased(&self, ino: u64, file_type: u32, state: NodeState) -> Arc<Node> {
+        let mut aliases = self.aliases.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(&id) = aliases.get(&ino) {
+            let shard = write_shard(self.shard(id));
+            if let Some(node) = shard.get(&id)
+                && node.ino == ino
+                && node.file_type == file_type
+                && !node.is_superseded()
+            {
+                node.lookups.fetch_add(1, Ordering::AcqRel);
+                node.last_used
+                    .store(crate::fdbudget::epoch(), Ordering::Relaxed);
+                return node.clone();
+            }
+        }
+        // No usable successor: the number's own id if it is free, else a fresh one.
+        let mut own = write_shard(self.shard(ino));
+        let own_id_free = match own.get(&ino) {
+            None => true,
+            Some(node) => node.ino == ino && !node.is_superseded(),
+        };
+        if own_id_free {
+            aliases.remove(&ino);
+            self.alias_count.store(aliases.len(), Ordering::Release);
+            let node = Arc::new(Node::new(ino, ino, file_type, 1, state));
+            own.insert(ino, node.clone());
+            return node;
+        }
+        // Counted before the number's own shard is let go: a lookup that finds the number's
+        // node gone (forgotten meanwhile) must see that an alias exists.
+        self.alias_count.store(aliases.len() + 1, Ordering::Release);
+        drop(own);
+        loop {
+            let id = self.next_fresh.fetch_add(1, Ordering::Relaxed);
+            if id <= ROOT_ID {
+                continue;
+            }
+            let mut shard = write_shard(self.shard(id));
+            if shard.contains_key(&id) {
+                continue;
+            }
+            let node = Arc::new(Node::new(id, ino, file_type, 1, state));
+            shard.insert(id, node.clone());
+            aliases.insert(ino, id);
+            self.alias_count.store(aliases.len(), Ordering::Release);
+            return node;
+        }
     }
 
     /// The kernel dropped `n` references; the node goes when none remain.
     pub fn forget(&self, id: u64, n: u64) {
-        let mut shard = write_shard(&self.shards[shard_of(id)]);
+        let mut shard = write_shard(self.shard(id));
         let Some(node) = shard.get(&id) else { return };
         let left = node.lookups.load(Ordering::Acquire).saturating_sub(n);
         node.lookups.store(left, Ordering::Release);
-        if left == 0 && id != ROOT_ID {
-            shard.remove(&id);
-            // Tables never shrink by themselves: give memory back once a big tree is gone.
-            if shard.capacity() > 4096 && shard.len() * 4 < shard.capacity() {
-                let keep = shard.len() * 2;
-                shard.shrink_to(keep);
-            }
+        if left > 0 || id == ROOT_ID {
+            return;
+        }
+        if node.id != node.ino {
+            // A successor: its alias goes with it (aliases are locked before shards).
+            let ino = node.ino;
             drop(shard);
-            if self.freed.fetch_add(1, Ordering::Relaxed) % 65_536 == 65_535 {
-                crate::sys::release_free_memory();
+            let mut aliases = self.aliases.lock().unwrap_or_else(|e| e.into_inner());
+            shard = write_shard(self.shard(id));
+            let Some(node) = shard.get(&id) else { return };
+            if node.lookups.load(Ordering::Acquire) > 0 {
+                return; // looked up again meanwhile
             }
+            if aliases.get(&ino) == Some(&id) {
+                aliases.remove(&ino);
+                self.alias_count.store(aliases.len(), Ordering::Release);
+            }
+        }
+        shard.remove(&id);
+        // Tables never shrink by themselves: give memory back once a big tree is gone.
+        if shard.capacity() > 4096 && shard.len() * 4 < shard.capacity() {
+            let keep = shard.len() * 2;
+            shard.shrink_to(keep);
+        }
+        drop(shard);
+        if self.freed.fetch_add(1, Ordering::Relaxed) % 65_536 == 65_535 {
+            crate::sys::release_free_memory();
         }
     }
 
@@ -240,5 +390,95 @@ impl InodeTable {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lookup::ObjFd;
+
+    fn leaf() -> NodeState {
+        let fd = std::fs::File::open("/dev/null").expect("/dev/null");
+        NodeState {
+            objects: Objects::one(
+                false,
+                LayerObject {
+                    layer: 1,
+                    fd: ObjFd::open(fd.into()),
+                },
+            ),
+            parent: None,
+            name: "f".into(),
+        }
+    }
+
+    fn table() -> InodeTable {
+        let fd = std::fs::File::open("/").expect("/");
+        let root = NodeState {
+            objects: Objects::one(
+                true,
+                LayerObject {
+                    layer: 0,
+                    fd: ObjFd::open(fd.into()),
+                },
+            ),
+            parent: None,
+            name: Default::default(),
+        };
+        InodeTable::new(root, 2)
+    }
+
+    const REG: u32 = libc::S_IFREG;
+
+    #[test]
+    fn a_superseded_node_gets_a_successor_until_both_are_forgotten() {
+        let t = table();
+        let old = t.lookup_or_insert(500, REG, leaf());
+        assert_eq!(old.id, 500, "node id = inode number normally");
+        assert!(Arc::ptr_eq(&t.lookup_or_insert(500, REG, leaf()), &old));
+        old.superseded.store(true, Ordering::Release);
+        let new = t.lookup_or_insert(500, REG, leaf());
+        assert_ne!(new.id, 500, "a fresh id for the successor");
+        assert_eq!(new.ino, 500, "the same inode number");
+        assert!(Arc::ptr_eq(&t.lookup_or_insert(500, REG, leaf()), &new));
+        assert!(Arc::ptr_eq(&t.current(500).expect("current"), &new));
+        // The old node goes with its last reference; the number still leads to the successor.
+        t.forget(500, 2);
+        assert!(t.get(500).is_none());
+        assert!(Arc::ptr_eq(&t.lookup_or_insert(500, REG, leaf()), &new));
+        // Then the successor and its alias go: the number is its own id again.
+        t.forget(new.id, 3);
+        assert!(t.get(new.id).is_none());
+        assert!(t.current(500).is_none());
+        let again = t.lookup_or_insert(500, REG, leaf());
+        assert_eq!(again.id, 500);
+        assert_eq!(t.alias_count.load(Ordering::Acquire), 0);
+    }
+
+    #[test]
+    fn forgetting_the_successor_first_leaves_the_old_node_alone() {
+        let t = table();
+        let old = t.lookup_or_insert(700, REG, leaf());
+        old.superseded.store(true, Ordering::Release);
+        let new = t.lookup_or_insert(700, REG, leaf());
+        t.forget(new.id, 1);
+        assert!(t.get(new.id).is_none());
+        assert!(Arc::ptr_eq(&t.get(700).expect("old node"), &old));
+        // A later lookup makes another successor: the old id still serves the old opens.
+        let newer = t.lookup_or_insert(700, REG, leaf());
+        assert_ne!(newer.id, 700);
+        assert_ne!(newer.id, new.id);
+        assert_eq!(t.len(), 3, "root, old node, newer successor");
+    }
+
+    #[test]
+    fn an_inode_number_equal_to_a_taken_id_gets_an_id_of_its_own() {
+        let t = table();
+        // The root's id is 1; an object whose number is 1 must not become the root.
+        let node = t.lookup_or_insert(ROOT_ID, REG, leaf());
+        assert_ne!(node.id, ROOT_ID);
+        assert_eq!(node.ino, ROOT_ID);
+        assert!(t.get(ROOT_ID).expect("root").is_dir());
     }
 }

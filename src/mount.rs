@@ -134,6 +134,9 @@ fn lazy_unmount(mountpoint: &Path) {
 /// Starts the thread that keeps node fds under the open-file limit (see [`crate::reclaim`]).
 fn start_reclaim(overlay: &Arc<Overlay>, session: &fuser::Session<OverlayFs>, fd_limit: u64) {
     use std::os::fd::AsFd;
+    if let Ok(dev) = session.as_fd().try_clone_to_owned() {
+        let _ = overlay.notifier.set(dev);
+    }
     match session.as_fd().try_clone_to_owned() {
         Ok(dev) => crate::reclaim::start(overlay.clone(), dev, fd_limit),
         Err(e) => log::warn!("no reclaim thread: cannot duplicate the FUSE fd ({e})"),

@@ -26,6 +26,14 @@ use crate::whiteout::XattrNamespace;
 /// every change to the upper goes through this daemon, which keeps the kernel's cache current.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(86_400);
 
+/// A node as an entry reply names it: its FUSE node id and its attributes (`attr.ino` is the
+/// inode number users see, which the id need not equal; see the `inode` module).
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub id: u64,
+    pub attr: FileAttr,
+}
+
 #[derive(Debug)]
 pub struct Overlay {
     pub stack: LayerStack,
@@ -56,6 +64,8 @@ pub struct Overlay {
     pub any_stat_xattr: bool,
     /// `redirect_dir=on`: directory renames write `overlay.redirect` (see `redirect`).
     pub redirect_dir: bool,
+    /// The session's /dev/fuse fd, for notifications to the kernel (set once mounted).
+    pub notifier: std::sync::OnceLock<std::os::fd::OwnedFd>,
 }
 
 impl Overlay {
@@ -120,6 +130,7 @@ impl Overlay {
             hardlinks: Default::default(),
             any_stat_xattr,
             redirect_dir: config.redirect_dir,
+            notifier: Default::default(),
         })
     }
 
@@ -153,7 +164,7 @@ impl Overlay {
     }
 
     /// Resolves `name` in directory `parent` and counts one kernel reference to the result.
-    pub fn lookup(&self, parent: u64, name: &OsStr) -> SysResult<FileAttr> {
+    pub fn lookup(&self, parent: u64, name: &OsStr) -> SysResult<Entry> {
         let parent_node = self.node(parent)?;
         if !parent_node.is_dir() {
             return Err(Errno::NOTDIR);
@@ -184,7 +195,10 @@ impl Overlay {
         };
         let node = self.inodes.lookup_or_insert(resolved.ino, file_type, state);
         let merged = node.read().objects.is_merged();
-        Ok(self.attr_from_stat(&node, &resolved.stat, merged))
+        Ok(Entry {
+            id: node.id,
+            attr: self.attr_from_stat(&node, &resolved.stat, merged),
+        })
     }
 
     /// A non-directory found in a lower layer is immutable while mounted: the node keeps its
@@ -228,6 +242,39 @@ impl Overlay {
 
     pub fn forget(&self, id: u64, n: u64) {
         self.inodes.forget(id, n);
+    }
+
+    /// How long the kernel may keep the attributes of node `id`. A superseded node's are
+    /// never kept: its successor's writes change them behind the kernel inode's back, and
+    /// other names may still lead to it until the kernel looks them up again.
+    pub fn attr_ttl(&self, id: u64) -> Duration {
+        match self.inodes.get(id) {
+            Some(node) if node.is_superseded() => Duration::ZERO,
+            _ => self.ttl,
+        }
+    }
+
+    /// Makes the kernel drop the attributes it keeps for node `id`.
+    pub fn invalidate_attrs(&self, id: u64) {
+        if let Some(dev) = self.notifier.get()
+            && let Err(e) = sys::notify_inval_attrs(dev.as_fd(), id)
+        {
+            log::debug!("cannot invalidate the attributes of node {id}: {e}");
+        }
+    }
+
+    /// After the attributes of node `id` changed: where another node serves the same object
+    /// (a superseded node and its successor), the kernel's copy of the other's goes stale.
+    pub fn attrs_changed(&self, id: u64) {
+        let Some(node) = self.inodes.get(id) else {
+            return;
+        };
+        if node.is_superseded()
+            && let Some(current) = self.inodes.current(node.ino)
+            && current.id != id
+        {
+            self.invalidate_attrs(current.id);
+        }
     }
 
     pub fn getattr(&self, id: u64) -> SysResult<FileAttr> {

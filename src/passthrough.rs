@@ -1,11 +1,13 @@
 //! The data path of an open file: FUSE passthrough or the daemon with the page cache.
 //!
 //! The kernel keeps one I/O mode per inode: while any open of an inode is in cached mode, a
-//! passthrough open of it fails, and all passthrough opens must share one backing id. So:
-//! - upper files go through passthrough (one `BackingId` per node, shared while open);
-//! - lower files opened read-only stay cached: when such a file is copied up, reads through
-//!   fds opened before go on through the daemon, which reads the new upper copy (the kernel
-//!   overlay's guarantee) — a passthrough fd would stay bound to the lower file;
+//! passthrough open of it fails, and all passthrough opens must share one backing file. So:
+//! - every file goes through passthrough where the daemon may register backing files (one
+//!   `BackingId` per node, shared while open): upper files, and lower files opened read-only;
+//! - when a lower file with passthrough opens is copied up, those opens keep reading the
+//!   lower file (as mmaps of it do under the kernel's overlayfs); the node is superseded (see
+//!   the `inode` module), so that new opens land on a new kernel inode backed by the upper
+//!   copy;
 //! - while a node has cached opens, new opens of it are cached too.
 
 use std::os::fd::BorrowedFd;
@@ -54,19 +56,19 @@ impl Overlay {
         }
     }
 
-    /// Chooses the data path of a new open of `node` whose real fd is `fd`. `clear_sgid`:
+    /// Chooses the data path of a new open of `node` whose real fd is `fd` (the caller holds
+    /// the node's state, so no copy-up replaces the object `fd` reads meanwhile). `clear_sgid`:
     /// this open's writes must clear setgid (see the `killpriv` module), which only the daemon
     /// path does; returns whether that is still to be done.
     pub fn choose_data_path(
         &self,
         node: &Node,
         fd: BorrowedFd<'_>,
-        in_upper: bool,
         clear_sgid: bool,
         make_backing: MakeBacking<'_>,
     ) -> (DataPath, bool) {
         let mut io = node.io.lock().unwrap_or_else(|e| e.into_inner());
-        if self.passthrough_active() && in_upper && io.cached_opens == 0 {
+        if self.passthrough_active() && io.cached_opens == 0 {
             if let Some(backing) = io.backing.upgrade() {
                 // The kernel refuses any other open of an inode while it has passthrough
                 // opens: join them, and clear setgid now rather than at the first write.

@@ -678,35 +678,51 @@ pub fn release_free_memory() {
     };
 }
 
+/// Writes one notification (`code`, then `body`) to /dev/fuse. `ENOENT` (the kernel no longer
+/// holds a node named in it) is no error.
+fn notify(dev: BorrowedFd<'_>, code: i32, body: &[&[u8]]) -> SysResult<()> {
+    let len = 16 + body.iter().map(|b| b.len()).sum::<usize>();
+    let mut msg = Vec::with_capacity(len);
+    // struct fuse_out_header { len, error (the notify code), unique (0) }
+    msg.extend_from_slice(&(len as u32).to_ne_bytes());
+    msg.extend_from_slice(&code.to_ne_bytes());
+    msg.extend_from_slice(&0u64.to_ne_bytes());
+    body.iter().for_each(|b| msg.extend_from_slice(b));
+    loop {
+        match rustix::io::write(dev, &msg) {
+            Ok(n) if n == len => return Ok(()),
+            Ok(_) => return Err(Errno::IO),
+            Err(Errno::INTR) => continue,
+            Err(Errno::NOENT) => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// `FUSE_NOTIFY_PRUNE` (protocol 7.45): asks the kernel to drop the unused dentries of these
 /// nodes, so that the inodes are evicted and forgotten.
 pub fn notify_prune(dev: BorrowedFd<'_>, nodeids: &[u64]) -> SysResult<()> {
     const FUSE_NOTIFY_PRUNE: i32 = 9;
     for batch in nodeids.chunks(512) {
-        let len = 16 + 16 + 8 * batch.len();
-        let mut msg = Vec::with_capacity(len);
-        // struct fuse_out_header { len, error (the notify code), unique (0) }
-        msg.extend_from_slice(&(len as u32).to_ne_bytes());
-        msg.extend_from_slice(&FUSE_NOTIFY_PRUNE.to_ne_bytes());
-        msg.extend_from_slice(&0u64.to_ne_bytes());
         // struct fuse_notify_prune_out { count, padding, spare }, then the node ids.
-        msg.extend_from_slice(&(batch.len() as u32).to_ne_bytes());
-        msg.extend_from_slice(&[0u8; 12]);
+        let mut body = Vec::with_capacity(16 + 8 * batch.len());
+        body.extend_from_slice(&(batch.len() as u32).to_ne_bytes());
+        body.extend_from_slice(&[0u8; 12]);
         for id in batch {
-            msg.extend_from_slice(&id.to_ne_bytes());
+            body.extend_from_slice(&id.to_ne_bytes());
         }
-        loop {
-            match rustix::io::write(dev, &msg) {
-                Ok(n) if n == len => break,
-                Ok(_) => return Err(Errno::IO),
-                Err(Errno::INTR) => continue,
-                // The kernel has already forgotten some of them.
-                Err(Errno::NOENT) => break,
-                Err(e) => return Err(e),
-            }
-        }
+        notify(dev, FUSE_NOTIFY_PRUNE, &[&body])?;
     }
     Ok(())
+}
+
+/// `FUSE_NOTIFY_INVAL_INODE` for the attributes only (offset -1: the page cache stays): the
+/// kernel asks for them again at the next stat.
+pub fn notify_inval_attrs(dev: BorrowedFd<'_>, nodeid: u64) -> SysResult<()> {
+    const FUSE_NOTIFY_INVAL_INODE: i32 = 2;
+    // struct fuse_notify_inval_inode_out { ino, off, len }
+    let (ino, off, len) = (nodeid.to_ne_bytes(), (-1i64).to_ne_bytes(), [0u8; 8]);
+    notify(dev, FUSE_NOTIFY_INVAL_INODE, &[&ino, &off, &len])
 }
 
 // ---- the workdir lock, layer access checks ----------------------------------------------

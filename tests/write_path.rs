@@ -1,5 +1,7 @@
 //! Focused write-path tests: sparse copy-up keeps holes, an fd opened read-only
-//! before copy-up sees the data written after it, a 0/0 device cannot be made through the
+//! before copy-up sees the data written after it where lower files are served by the daemon
+//! (without passthrough; with it, such an fd keeps the lower data: tests/lower_passthrough.rs),
+//! a 0/0 device cannot be made through the
 //! mount, and an upper written with `whiteout=xattr` serves as a middle lower layer of the
 //! kernel's overlayfs; chardev whiteouts share one inode, as the kernel writes them; a second
 //! writer that must clear setgid can open a file another process holds open.
@@ -77,9 +79,11 @@ fn sparse_file_stays_sparse_after_copy_up() {
     assert!(data.iter().all(|b| *b == 7), "data block copied");
 }
 
+/// Without passthrough (every unprivileged mount) lower files are read through the daemon,
+/// which reads the upper copy once there is one.
 #[test]
-fn fd_opened_before_copy_up_sees_later_writes() {
-    if !require_root("fd_opened_before_copy_up_sees_later_writes") {
+fn fd_opened_before_copy_up_sees_later_writes_without_passthrough() {
+    if !require_root("fd_opened_before_copy_up_sees_later_writes_without_passthrough") {
         return;
     }
     let t = tempfile::tempdir().expect("tempdir");
@@ -88,6 +92,7 @@ fn fd_opened_before_copy_up_sees_later_writes() {
     write_file(&root.join("lower/f"), "lower data\n");
     let m = Ovlfs::new([root.join("lower")])
         .upper(root.join("upper"), root.join("work"))
+        .opt("passthrough=off")
         .mount(&root.join("mnt"));
     let p = m.join("f");
     let seen = with_watchdog(BODY_SECS, m.path(), move || {
