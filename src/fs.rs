@@ -309,7 +309,13 @@ impl Filesystem for OverlayFs {
                     match self.ov.lookup(dir.node.id, &entry.name) {
                         Ok(e) => e,
                         // Gone since opendir: skip it, as a fresh listing would.
-                        Err(_) => continue,
+                        Err(sys::Errno::NOENT) => continue,
+                        // There but not resolvable (e.g. a metadata-only copy whose data is
+                        // missing): listed, its stat failing as the lookup did.
+                        Err(_) => Entry {
+                            id: 0,
+                            attr: self.ov.unlookable_attr(entry),
+                        },
                     }
                 };
                 if reply.add(
@@ -320,7 +326,7 @@ impl Filesystem for OverlayFs {
                     &attr,
                     GENERATION,
                 ) {
-                    if i >= 2 {
+                    if i >= 2 && id != 0 {
                         // The kernel drops entries that did not fit: undo their reference.
                         self.ov.forget(id, 1);
                     }

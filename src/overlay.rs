@@ -412,6 +412,16 @@ impl Overlay {
         self.placeholder_attr(entry.ino)
     }
 
+    /// Attributes for a readdirplus entry whose lookup failed (other than by vanishing): the
+    /// entry is listed with node id 0, which the kernel emits without caching anything, so
+    /// a stat of it fails as the lookup did (as the kernel's overlayfs lists such a name).
+    pub fn unlookable_attr(&self, entry: &crate::readdir::MergedEntry) -> FileAttr {
+        FileAttr {
+            kind: fuse_file_type(entry.file_type),
+            ..self.placeholder_attr(entry.ino)
+        }
+    }
+
     /// A lookup answer meaning "no such name" (node id 0).
     pub fn negative_attr(&self) -> FileAttr {
         self.placeholder_attr(0)

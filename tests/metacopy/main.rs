@@ -196,7 +196,10 @@ fn kernel_metacopy_upper_reads_and_writes_like_the_kernel() {
         let mut again = String::new();
         std::io::Read::read_to_string(&mut &early, &mut again).expect("read");
         assert_eq!(again, "hello\n");
-        assert_eq!(fs::read_to_string(body.join("small")).unwrap(), "hello\nmore\n");
+        assert_eq!(
+            fs::read_to_string(body.join("small")).unwrap(),
+            "hello\nmore\n"
+        );
         fs::File::options()
             .write(true)
             .open(body.join("big"))
@@ -481,7 +484,20 @@ fn metacopy_redirect_chains_like_the_kernel() {
     let files = ["x", "y", "mid"];
     let by_kernel = snapshot_entries(&root.join("m_k"), &files, Fields::MERGED);
     let lost_in_kernel = fs::metadata(root.join("m_k/lost"));
+    let names = |dir: &Path| -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let listed_by_kernel = names(&root.join("m_k"));
     drop(kernel);
+    assert!(
+        listed_by_kernel.iter().any(|n| n == "lost"),
+        "fixture assumption: the kernel lists the name: {listed_by_kernel:?}"
+    );
     for (f, content) in [
         ("x", "old data\n"),
         ("y", "old data\n"),
@@ -509,6 +525,10 @@ fn metacopy_redirect_chains_like_the_kernel() {
             Some(libc::EIO),
             "no data anywhere"
         );
+        // Listed as the kernel lists it (readdirplus answers it without a node), and still
+        // failing a stat afterwards.
+        assert_eq!(names(&body), listed_by_kernel, "listing");
+        assert_eq!(errno(&fs::metadata(body.join("lost"))), Some(libc::EIO));
         snapshot_entries(&body, &files, Fields::MERGED)
     });
     drop(ovl);
