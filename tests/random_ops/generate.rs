@@ -10,6 +10,11 @@ use std::path::Path;
 // ---------------------------------------------------------------------------------------------
 
 const NEW_NAMES: &[&str] = &["n0", "n1", "n2", "n3", "new.file"];
+/// 255 and 256 bytes.
+const LONG_NAMES: [&str; 2] = [
+    "lllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllll",
+    "LLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLL",
+];
 const XATTR_NAMES: &[&str] = &[
     "user.test",
     "user.a",
@@ -90,7 +95,10 @@ impl Pool {
 
     fn new_path(&self, rng: &mut Rng) -> String {
         let d = rng.pick(&self.dirs).clone();
-        let n = if rng.pct(60) {
+        let n = if rng.pct(3) {
+            // The longest name a layer can hold, and one byte more (ENAMETOOLONG).
+            LONG_NAMES[rng.below(2) as usize].to_string()
+        } else if rng.pct(60) {
             rng.pick(NEW_NAMES).to_string()
         } else {
             rng.pick(&self.names).clone()

@@ -1,7 +1,9 @@
 //! Seeded random-operation differential test: the same pseudo-random sequence of filesystem
 //! operations runs on ovlfs and on the kernel's overlayfs (`redirect_dir=on,index=on,
 //! metacopy=off`), both over identical (separately built) lower layers; every result / errno is
-//! compared, the merged trees are compared periodically and at the end, and then the uppers are
+//! compared (names include the 255-byte maximum and a 256-byte one, xattrs include the
+//! overlay's own `trusted.overlay.*` names, which both escape), the merged trees are compared
+//! periodically and at the end, and then the uppers are
 //! cross-mounted (each must read the upper the other wrote: docs/format.md, "Compatibility with
 //! the kernel"):
 //!
