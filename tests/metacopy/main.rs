@@ -196,7 +196,10 @@ fn kernel_metacopy_upper_reads_and_writes_like_the_kernel() {
         let mut again = String::new();
         std::io::Read::read_to_string(&mut &early, &mut again).expect("read");
         assert_eq!(again, "hello\n");
-        assert_eq!(fs::read_to_string(body.join("small")).unwrap(), "hello\nmore\n");
+        assert_eq!(
+            fs::read_to_string(body.join("small")).unwrap(),
+            "hello\nmore\n"
+        );
         fs::File::options()
             .write(true)
             .open(body.join("big"))
