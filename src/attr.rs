@@ -73,7 +73,15 @@ impl Overlay {
             return Err(Errno::ROFS);
         }
         let node = self.node(id)?;
-        if self.changes_nothing(&node, &changes)? {
+        // chown(-1, -1) arrives as a setattr that names nothing: the kernel's overlayfs copies
+        // the object up and its change time moves, so it is not a no-op here either.
+        let names_nothing = changes.mode.is_none()
+            && changes.uid.is_none()
+            && changes.gid.is_none()
+            && changes.size.is_none()
+            && changes.atime.is_none()
+            && changes.mtime.is_none();
+        if !names_nothing && self.changes_nothing(&node, &changes)? {
             // The writeback cache flushes cached times, unchanged ones too (e.g. after an
             // unlink): that is no reason to copy a lower object up.
             return self.getattr(id);
@@ -116,6 +124,10 @@ impl Overlay {
                     sys::chmod_fd(fd, mode)?;
                 }
             }
+        }
+        if names_nothing {
+            // Changes no owner; the upper's change time moves.
+            sys::chown_fd(fd, None, None)?;
         }
         if let (Some(_), Some(caller), None) = (changes.size, changes.caller, changes.mode)
             && crate::killpriv::must_clear_sgid(caller, &self.stat_object(0, fd)?)

@@ -279,6 +279,8 @@ impl Merge {
         mut target: Target,
         mut markers: whiteout::DirMarkers,
     ) -> SysResult<()> {
+        // An opaque directory met on an absolute path: no layer below it is searched.
+        let mut stop_after = None;
         loop {
             if markers.opaque {
                 return Ok(());
@@ -287,28 +289,36 @@ impl Merge {
                 target.redirect(&value);
             }
             // The next layer holding the target's parent directory.
-            let next = match &target {
+            let next = match &mut target {
                 Target::InParent(name) => below
                     .iter()
                     .find(|(layer, _)| *layer > from_layer)
-                    .map(|&(layer, dir)| (layer, Parent::Borrowed(dir), name.as_os_str())),
+                    .map(|&(layer, dir)| (layer, Parent::Borrowed(dir), name.clone())),
                 Target::FromRoot(path) => {
-                    let Some((last, dirs)) = path.split_last() else {
-                        return Ok(());
-                    };
-                    stack
+                    // Directories on the way may carry redirects of their own (one moved
+                    // into a directory that was itself moved): walked as the kernel does.
+                    let mut found = None;
+                    for l in stack
                         .regular_layers()
                         .iter()
                         .filter(|l| l.index > from_layer)
-                        .find_map(|l| {
-                            walk_dirs(l.root_fd(), dirs)
-                                .map(|d| (l.index, Parent::Owned(d), last.as_os_str()))
-                        })
+                    {
+                        if stop_after.is_some_and(|last_layer| l.index > last_layer) {
+                            break;
+                        }
+                        if let Some(dir) = walk_redirected(l, path, &mut stop_after)? {
+                            let name = path.last().cloned().unwrap_or_default();
+                            found = Some((l.index, Parent::Owned(dir), name));
+                            break;
+                        }
+                    }
+                    found
                 }
             };
             let Some((layer, parent, name)) = next else {
                 return Ok(());
             };
+            let name = name.as_os_str();
             from_layer = layer;
             let st = match probe(parent.fd(), name)? {
                 Probe::Absent => continue,
@@ -345,19 +355,6 @@ impl Parent<'_> {
             Parent::Owned(fd) => fd.as_fd(),
         }
     }
-}
-
-/// Opens the directory path `dirs` below `root`, never following a symlink.
-fn walk_dirs(root: BorrowedFd<'_>, dirs: &[OsString]) -> Option<OwnedFd> {
-    let mut dir = root.try_clone_to_owned().ok()?;
-    for component in dirs {
-        let next = sys::open_path_at(dir.as_fd(), component).ok()?;
-        if !sys::stat_fd(next.as_fd()).is_ok_and(|st| is_dir(&st)) {
-            return None;
-        }
-        dir = next;
-    }
-    Some(dir)
 }
 
 /// Resolves `name` in the merged directory made of `parent_dirs` (topmost first).

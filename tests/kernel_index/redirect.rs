@@ -137,3 +137,76 @@ fn kernel_redirects_read_by_ovlfs() {
     let seen = with_watchdog(BODY_SECS, m.path(), move || snapshot_tree(&mnt));
     assert_trees_equal("kernel", &kernel, "ovlfs", &seen);
 }
+
+/// A directory moved out of a directory that an earlier mount (now a lower layer) had moved:
+/// its redirect names the path through the moved parent, whose own redirect leads on to the
+/// lowest layer. Written by the kernel and by ovlfs, read by both.
+#[test]
+fn redirect_through_a_lower_moved_dir() {
+    const TEST: &str = "redirect_through_a_lower_moved_dir";
+    if !require_kernel_overlay(TEST) {
+        return;
+    }
+    for writer in ["kernel", "ovlfs"] {
+        let t = tempfile::tempdir().expect("tempdir");
+        let root = t.path();
+        for d in [
+            "l0/a/dir/pop",
+            "l0/a/empty",
+            "u1",
+            "w1",
+            "u2",
+            "w2",
+            "mnt",
+            "kmnt",
+        ] {
+            mkdirs(&root.join(d));
+        }
+        write_file(&root.join("l0/a/dir/pop/b"), "b\n");
+        write_file(&root.join("l0/a/dir/f"), "f\n");
+        let l0 = root.join("l0");
+        let u1 = root.join("u1");
+        // Each step on its own mount: the upper of the first is a lower of the second.
+        let steps: [(Vec<&Path>, &str, &str, &str, &str); 2] = [
+            (vec![&l0], "u1", "w1", "a/dir", "a/empty/dir"),
+            (vec![&u1, &l0], "u2", "w2", "a/empty/dir/pop", "a/empty/pop"),
+        ];
+        for (lowers, upper, work, from, to) in steps {
+            let (upper, work) = (root.join(upper), root.join(work));
+            let (from, to) = (from.to_string(), to.to_string());
+            if writer == "kernel" {
+                let k = KernelOverlay::mount(
+                    &lowers,
+                    Some((&upper, &work)),
+                    &["redirect_dir=on"],
+                    &root.join("kmnt"),
+                );
+                fs::rename(k.join(&from), k.join(&to)).expect("kernel rename");
+            } else {
+                let m = Ovlfs::new(lowers)
+                    .upper(&upper, &work)
+                    .opt("redirect_dir=on")
+                    .mount(&root.join("mnt"));
+                let mnt = m.path().to_path_buf();
+                with_watchdog(BODY_SECS, m.path(), move || {
+                    fs::rename(mnt.join(from), mnt.join(to)).expect("ovlfs rename")
+                });
+            }
+        }
+        let layers = [root.join("u2"), u1.clone(), l0.clone()];
+        let layers: Vec<&Path> = layers.iter().map(|p| p.as_path()).collect();
+        let kernel = {
+            let k = KernelOverlay::mount(&layers, None, &[], &root.join("kmnt"));
+            snapshot_tree(k.path())
+        };
+        let m = Ovlfs::new(layers).mount(&root.join("mnt"));
+        let mnt = m.path().to_path_buf();
+        let (seen, moved) = with_watchdog(BODY_SECS, m.path(), move || {
+            let moved = fs::read_to_string(mnt.join("a/empty/pop/b"));
+            (snapshot_tree(&mnt), moved.ok())
+        });
+        drop(m);
+        assert_eq!(moved.as_deref(), Some("b\n"), "written by {writer}");
+        assert_trees_equal("kernel", &kernel, &format!("ovlfs ({writer} wrote)"), &seen);
+    }
+}
