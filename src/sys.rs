@@ -232,7 +232,8 @@ pub fn open_by_handle(mount_fd: BorrowedFd<'_>, kind: i32, handle: &[u8]) -> Sys
 /// The UUID of the filesystem holding `dir` (`FS_IOC_GETFSUUID`), when it reports one.
 pub fn fs_uuid(dir: BorrowedFd<'_>) -> Option<[u8; 16]> {
     // _IOR(0x15, 0, struct fsuuid2 { __u8 len; __u8 uuid[16]; })
-    const FS_IOC_GETFSUUID: libc::c_ulong = 0x8011_1500;
+    // `Ioctl` is c_ulong with glibc, c_int with musl: the number as the bit pattern either way.
+    const FS_IOC_GETFSUUID: libc::Ioctl = 0x8011_1500_u32 as libc::Ioctl;
     let fd = reopen(dir, OFlags::RDONLY | OFlags::DIRECTORY).ok()?;
     let mut out = [0u8; 17];
     // SAFETY: the ioctl writes exactly `struct fsuuid2` (17 bytes) into `out`.
