@@ -164,8 +164,7 @@ impl Overlay {
                         .visible_other_name(src_layer, st.st_ino)
                         .ok_or(Errno::STALE)?;
                     let mut state = node.write();
-                    state.parent = Some(dir);
-                    state.name = other;
+                    self.inodes.set_name(node, &mut state, dir, &other);
                     return Ok(CopiedUp::Moved);
                 } else {
                     return Err(Errno::STALE);

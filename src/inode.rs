@@ -6,13 +6,14 @@
 //! them. The table is sharded; each node has its own lock.
 
 use std::collections::HashMap;
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 
 use fuser::BackingId;
 
+use crate::kernel_refs::{KernelRefs, NO_SLOT, NodeRecord};
 use crate::lookup::{FdRef, LayerObject, Objects};
 use crate::sys::SysResult;
 
@@ -65,6 +66,8 @@ pub struct Node {
     /// `S_IFMT` bits of the node; a name never changes type while it is the same node.
     pub file_type: u32,
     lookups: AtomicU64,
+    /// Where the node is recorded for a worker that takes over (see [`crate::kernel_refs`]).
+    slot: u32,
     /// Reclaim epoch of the last lookup (see [`crate::fdbudget::epoch`]).
     last_used: AtomicU32,
     // Lock order (outermost first): `copy_up`, then `state`, then `io`; a parent's locks
@@ -118,6 +121,7 @@ impl Node {
             ino,
             file_type,
             lookups: AtomicU64::new(0),
+            slot: NO_SLOT,
             last_used: AtomicU32::new(0),
             copy_up: Mutex::new(()),
             state: RwLock::new(state),
@@ -146,6 +150,11 @@ pub struct InodeTable {
     shards: Vec<Shard>,
     /// Nodes freed so far; every so often the allocator is asked to return free memory.
     freed: AtomicU64,
+    /// The shared record of the nodes the kernel holds, under a supervisor.
+    refs: OnceLock<Arc<KernelRefs>>,
+    /// Nodes an earlier worker handed to the kernel that this one has not resolved yet.
+    inherited: Mutex<HashMap<u64, NodeRecord>>,
+    inherited_any: std::sync::atomic::AtomicBool,
 }
 
 impl InodeTable {
@@ -154,6 +163,9 @@ impl InodeTable {
         let table = InodeTable {
             shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
             freed: AtomicU64::new(0),
+            refs: OnceLock::new(),
+            inherited: Mutex::default(),
+            inherited_any: Default::default(),
         };
         let root = Arc::new(Node {
             id: ROOT_ID,
@@ -161,6 +173,7 @@ impl InodeTable {
             file_type: libc::S_IFDIR,
             // The root is never forgotten.
             lookups: AtomicU64::new(1 << 62),
+            slot: NO_SLOT,
             last_used: AtomicU32::new(0),
             copy_up: Mutex::new(()),
             state: RwLock::new(root_state),
@@ -185,16 +198,22 @@ impl InodeTable {
         if let Some(node) = shard.get(&ino)
             && node.file_type == file_type
         {
-            node.lookups.fetch_add(1, Ordering::AcqRel);
+            let n = node.lookups.fetch_add(1, Ordering::AcqRel) + 1;
+            self.record_lookups(node.slot, n);
             node.last_used
                 .store(crate::fdbudget::epoch(), Ordering::Relaxed);
             return node.clone();
         }
+        if let Some(replaced) = shard.get(&ino) {
+            self.unrecord(replaced.slot);
+        }
+        let (slot, lookups) = self.record_new(ino, file_type, &state);
         let node = Arc::new(Node {
             id: ino,
             ino,
             file_type,
-            lookups: AtomicU64::new(1),
+            lookups: AtomicU64::new(lookups),
+            slot,
             last_used: AtomicU32::new(crate::fdbudget::epoch()),
             copy_up: Mutex::new(()),
             state: RwLock::new(state),
@@ -207,10 +226,16 @@ impl InodeTable {
     /// The kernel dropped `n` references; the node goes when none remain.
     pub fn forget(&self, id: u64, n: u64) {
         let mut shard = write_shard(&self.shards[shard_of(id)]);
-        let Some(node) = shard.get(&id) else { return };
+        let Some(node) = shard.get(&id) else {
+            drop(shard);
+            self.forget_inherited(id, n);
+            return;
+        };
         let left = node.lookups.load(Ordering::Acquire).saturating_sub(n);
         node.lookups.store(left, Ordering::Release);
+        self.record_lookups(node.slot, left);
         if left == 0 && id != ROOT_ID {
+            self.unrecord(node.slot);
             shard.remove(&id);
             // Tables never shrink by themselves: give memory back once a big tree is gone.
             if shard.capacity() > 4096 && shard.len() * 4 < shard.capacity() {
@@ -221,6 +246,120 @@ impl InodeTable {
             if self.freed.fetch_add(1, Ordering::Relaxed) % 65_536 == 65_535 {
                 crate::sys::release_free_memory();
             }
+        }
+    }
+
+    // ---- the shared record of the kernel's nodes (see `kernel_refs`) ----------------------
+
+    /// Records from now on every node the kernel holds in `refs`; the nodes recorded there
+    /// by an earlier worker are resolved when first used ([`InodeTable::inherited`]).
+    pub fn attach_refs(&self, refs: Arc<KernelRefs>) {
+        let inherited = refs.nodes();
+        self.inherited_any
+            .store(!inherited.is_empty(), Ordering::Release);
+        *self.inherited.lock().unwrap_or_else(|e| e.into_inner()) = inherited;
+        let _ = self.refs.set(refs);
+    }
+
+    pub fn refs(&self) -> Option<&Arc<KernelRefs>> {
+        self.refs.get()
+    }
+
+    /// What an earlier worker recorded about node `id`, if it is not live here yet.
+    pub fn inherited(&self, id: u64) -> Option<NodeRecord> {
+        if !self.inherited_any.load(Ordering::Acquire) {
+            return None;
+        }
+        let map = self.inherited.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(&id).cloned()
+    }
+
+    /// Makes an inherited node live with the lookup count the kernel has of it.
+    pub fn restore(&self, id: u64, file_type: u32, state: NodeState) -> Option<Arc<Node>> {
+        let mut shard = write_shard(&self.shards[shard_of(id)]);
+        if let Some(node) = shard.get(&id) {
+            return Some(node.clone());
+        }
+        let record = self.take_inherited(id)?;
+        let node = Arc::new(Node {
+            id,
+            ino: id,
+            file_type,
+            lookups: AtomicU64::new(record.lookups),
+            slot: record.slot,
+            last_used: AtomicU32::new(crate::fdbudget::epoch()),
+            copy_up: Mutex::new(()),
+            state: RwLock::new(state),
+            io: Default::default(),
+        });
+        shard.insert(id, node.clone());
+        Some(node)
+    }
+
+    /// The node now goes by `name` in `parent` (rename; another name of a hard link).
+    pub fn set_name(&self, node: &Node, state: &mut NodeState, parent: Arc<Node>, name: &OsStr) {
+        if let Some(refs) = self.refs.get() {
+            refs.rename_node(node.slot, parent.id, name);
+        }
+        state.parent = Some(parent);
+        state.name = name.to_owned();
+    }
+
+    fn take_inherited(&self, id: u64) -> Option<NodeRecord> {
+        if !self.inherited_any.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut map = self.inherited.lock().unwrap_or_else(|e| e.into_inner());
+        let record = map.remove(&id);
+        if map.is_empty() {
+            self.inherited_any.store(false, Ordering::Release);
+        }
+        record
+    }
+
+    /// A slot and lookup count for a node entering the table: an inherited node the kernel
+    /// looks up again keeps its slot and adds to the kernel's count.
+    fn record_new(&self, ino: u64, file_type: u32, state: &NodeState) -> (u32, u64) {
+        let Some(refs) = self.refs.get() else {
+            return (NO_SLOT, 1);
+        };
+        let parent = state.parent.as_ref().map_or(ROOT_ID, |p| p.id);
+        if let Some(record) = self.take_inherited(ino) {
+            let n = record.lookups + 1;
+            refs.rename_node(record.slot, parent, &state.name);
+            refs.set_lookups(record.slot, n);
+            return (record.slot, n);
+        }
+        (refs.add_node(ino, parent, &state.name, ino, file_type), 1)
+    }
+
+    fn record_lookups(&self, slot: u32, n: u64) {
+        if let Some(refs) = self.refs.get() {
+            refs.set_lookups(slot, n);
+        }
+    }
+
+    fn unrecord(&self, slot: u32) {
+        if let Some(refs) = self.refs.get() {
+            refs.remove_node(slot);
+        }
+    }
+
+    fn forget_inherited(&self, id: u64, n: u64) {
+        if !self.inherited_any.load(Ordering::Acquire) {
+            return;
+        }
+        let mut map = self.inherited.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(record) = map.get_mut(&id) else {
+            return;
+        };
+        record.lookups = record.lookups.saturating_sub(n);
+        let (slot, left) = (record.slot, record.lookups);
+        if left == 0 {
+            map.remove(&id);
+            self.unrecord(slot);
+        } else {
+            self.record_lookups(slot, left);
         }
     }
 

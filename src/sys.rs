@@ -14,6 +14,11 @@ pub use rustix::io::Errno;
 
 pub type SysResult<T> = Result<T, Errno>;
 
+mod fuse_dev;
+mod process;
+pub use fuse_dev::{fuse_connection_ended, notify_prune, notify_resend};
+pub use process::*;
+
 /// `/proc/self/fd/N` for an fd: the handle for path-only syscalls on `O_PATH` fds.
 pub fn proc_fd_path(fd: BorrowedFd<'_>) -> CString {
     CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).expect("no NUL in a number")
@@ -265,11 +270,18 @@ pub fn geteuid() -> u32 {
     rustix::process::geteuid().as_raw()
 }
 
-pub fn major_minor(dev: u64) -> (u32, u32) {
-    (rustix::fs::major(dev), rustix::fs::minor(dev))
-}
-
 // ---- process control: daemonizing and signals -------------------------------------------
+
+/// Takes ownership of an fd inherited from the parent, which named it (once) to this process.
+pub fn inherited_fd(fd: i32) -> SysResult<OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: F_GETFD only checks whether the number names an open fd.
+    if fd < 3 || unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+        return Err(Errno::BADF);
+    }
+    // SAFETY: the fd is open and nothing else in this process owns it (see above).
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
 
 /// A pipe whose write end the daemon child uses to tell the parent the mount is live.
 pub fn pipe() -> SysResult<(OwnedFd, OwnedFd)> {
@@ -660,37 +672,6 @@ pub fn release_free_memory() {
     };
 }
 
-/// `FUSE_NOTIFY_PRUNE` (protocol 7.45): asks the kernel to drop the unused dentries of these
-/// nodes, so that the inodes are evicted and forgotten.
-pub fn notify_prune(dev: BorrowedFd<'_>, nodeids: &[u64]) -> SysResult<()> {
-    const FUSE_NOTIFY_PRUNE: i32 = 9;
-    for batch in nodeids.chunks(512) {
-        let len = 16 + 16 + 8 * batch.len();
-        let mut msg = Vec::with_capacity(len);
-        // struct fuse_out_header { len, error (the notify code), unique (0) }
-        msg.extend_from_slice(&(len as u32).to_ne_bytes());
-        msg.extend_from_slice(&FUSE_NOTIFY_PRUNE.to_ne_bytes());
-        msg.extend_from_slice(&0u64.to_ne_bytes());
-        // struct fuse_notify_prune_out { count, padding, spare }, then the node ids.
-        msg.extend_from_slice(&(batch.len() as u32).to_ne_bytes());
-        msg.extend_from_slice(&[0u8; 12]);
-        for id in batch {
-            msg.extend_from_slice(&id.to_ne_bytes());
-        }
-        loop {
-            match rustix::io::write(dev, &msg) {
-                Ok(n) if n == len => break,
-                Ok(_) => return Err(Errno::IO),
-                Err(Errno::INTR) => continue,
-                // The kernel has already forgotten some of them.
-                Err(Errno::NOENT) => break,
-                Err(e) => return Err(e),
-            }
-        }
-    }
-    Ok(())
-}
-
 // ---- the workdir lock, layer access checks ----------------------------------------------
 
 /// Opens a directory named by the user for reading (`O_RDONLY`, following symlinks): an fd
@@ -727,24 +708,6 @@ pub fn unmount(path: &std::path::Path) -> SysResult<()> {
     rustix::mount::unmount(path, rustix::mount::UnmountFlags::empty())
 }
 
-/// Whether the kernel has ended the FUSE connection behind `dev` (unmounted or aborted):
-/// `/dev/fuse` then polls as `POLLERR`.
-pub fn fuse_connection_ended(dev: BorrowedFd<'_>) -> bool {
-    use rustix::event::{PollFd, PollFlags, Timespec, poll};
-    let mut fds = [PollFd::new(&dev, PollFlags::empty())];
-    let zero = Timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    loop {
-        match poll(&mut fds, Some(&zero)) {
-            Ok(_) => return fds[0].revents().contains(PollFlags::ERR),
-            Err(Errno::INTR) => continue,
-            Err(_) => return false,
-        }
-    }
-}
-
 /// The local time of `secs` since the epoch: (month 0-11, day of month, hour, minute,
 /// second), as syslog lines carry it.
 pub fn local_time(secs: i64) -> Option<(u32, u32, u32, u32, u32)> {
@@ -779,4 +742,58 @@ pub fn stat_uncached(path: &std::path::Path) -> SysResult<()> {
         rustix::fs::StatxFlags::BASIC_STATS,
     )
     .map(|_| ())
+}
+
+// ---- memory shared between the supervisor and its workers --------------------------------
+
+/// A `MAP_SHARED` mapping of a memfd as 64-bit atomics: what one worker writes there, the
+/// supervisor and the next worker see, whatever happens to the writer.
+#[derive(Debug)]
+pub struct SharedWords {
+    ptr: std::ptr::NonNull<std::sync::atomic::AtomicU64>,
+    words: usize,
+}
+
+// SAFETY: the mapping is only reached through `&[AtomicU64]`, which is Send and Sync.
+unsafe impl Send for SharedWords {}
+// SAFETY: as above.
+unsafe impl Sync for SharedWords {}
+
+impl SharedWords {
+    /// Maps the first `words` 64-bit words of `fd` (a memfd at least that big).
+    pub fn map(fd: BorrowedFd<'_>, words: usize) -> SysResult<SharedWords> {
+        use rustix::mm::{MapFlags, ProtFlags, mmap};
+        let len = words.checked_mul(8).ok_or(Errno::INVAL)?.max(8);
+        // SAFETY: no address is given, so the kernel picks fresh pages that nothing in this
+        // process refers to yet; the file stays mapped until `drop`.
+        let ptr = unsafe {
+            mmap(
+                std::ptr::null_mut(),
+                len,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::SHARED,
+                fd,
+                0,
+            )?
+        };
+        let ptr = std::ptr::NonNull::new(ptr.cast()).ok_or(Errno::NOMEM)?;
+        Ok(SharedWords {
+            ptr,
+            words: len / 8,
+        })
+    }
+
+    pub fn words(&self) -> &[std::sync::atomic::AtomicU64] {
+        // SAFETY: the mapping is `words * 8` bytes, page-aligned, and lives as long as
+        // `self`; AtomicU64 has u64's layout and every bit pattern is a valid value; the
+        // other processes sharing the pages only use atomic accesses too.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.words) }
+    }
+}
+
+impl Drop for SharedWords {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the range `map` mapped; no reference to it outlives `self`.
+        let _ = unsafe { rustix::mm::munmap(self.ptr.as_ptr().cast(), self.words * 8) };
+    }
 }

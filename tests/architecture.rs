@@ -11,7 +11,7 @@ use std::path::Path;
 const LAYERS: &[(&str, &[&str])] = &[
     (
         "request adapter",
-        &["main", "fs", "manpage", "mount", "options"],
+        &["main", "fs", "manpage", "mount", "options", "supervisor"],
     ),
     (
         "operations",
@@ -23,6 +23,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "hardlinks",
             "passthrough",
             "reclaim",
+            "takeover",
             "xattrs",
         ],
     ),
@@ -30,7 +31,15 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "nodes, handles, layers",
         &[
-            "fdbudget", "handles", "inode", "layer", "linkmap", "lookup", "readdir", "workdir",
+            "fdbudget",
+            "handles",
+            "inode",
+            "kernel_refs",
+            "layer",
+            "linkmap",
+            "lookup",
+            "readdir",
+            "workdir",
         ],
     ),
     (

@@ -151,6 +151,7 @@ struct Raw {
     whiteout: WhiteoutMode,
     userxattr: bool,
     passthrough: PassthroughMode,
+    supervisor: Option<bool>,
     threads: Option<usize>,
     threaded: Option<bool>,
     single_threaded: bool,
@@ -299,6 +300,15 @@ fn parse_option(raw: &mut Raw, field: &[u8], after_path: Option<&(&[u8], PathBuf
                 b"auto" => PassthroughMode::Auto,
                 b"on" => PassthroughMode::On,
                 b"off" => PassthroughMode::Off,
+                _ => return Err(bad_value(name, v, "auto, on or off")),
+            };
+        }
+        "supervisor" => {
+            let v = need()?;
+            raw.supervisor = match v {
+                b"auto" => None,
+                b"on" => Some(true),
+                b"off" => Some(false),
                 _ => return Err(bad_value(name, v, "auto, on or off")),
             };
         }

@@ -17,6 +17,7 @@ pub(super) const KNOWN: &[&str] = &[
     "whiteout",
     "userxattr",
     "passthrough",
+    "supervisor",
     "threads",
     "threaded",
     "fsync",
@@ -218,7 +219,7 @@ mod tests {
             } else {
                 let value = match name {
                     "whiteout" => "xattr",
-                    "passthrough" | "xino" => "auto",
+                    "passthrough" | "xino" | "supervisor" => "auto",
                     "threads" | "timeout" | "max_read" | "blksize" => "1",
                     "squash_to_uid" | "squash_to_gid" => "1",
                     "threaded" | "fsync" | "writeback" | "xattr_permissions" => "0",
