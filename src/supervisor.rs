@@ -46,6 +46,11 @@ pub fn worker_args(args: &[OsString], mountpoint: &Path) -> Vec<OsString> {
         .collect()
 }
 
+/// A worker that dies this soon after it started serving counts as dying at once.
+const QUICK_DEATH: Duration = Duration::from_millis(50);
+/// Workers dying at once in a row before the supervisor gives up (its mount then ends).
+const QUICK_DEATHS_TO_GIVE_UP: u32 = 20;
+
 /// How much more likely the OOM killer is to pick the worker than the supervisor.
 const OOM_SCORE_STEP: i32 = 500;
 
@@ -201,8 +206,9 @@ impl Supervisor {
     }
 
     /// Watches `worker` and replaces it whenever it exits, until the kernel ends the
-    /// connection (unmounted: returns 0) or workers keep dying at once (returns 1: a worker
-    /// that dies on every start, say on a request it is sent again, would loop forever).
+    /// connection (unmounted: returns 0) or workers keep dying as soon as they serve
+    /// (returns 1: a worker that dies on a request it is sent again after every restart
+    /// would loop forever). Restarts after such quick deaths back off.
     pub fn supervise(&self, mut worker: Child) -> i32 {
         let mut quick_deaths = 0u32;
         loop {
@@ -223,7 +229,7 @@ impl Supervisor {
                     "worker {} exited ({status:?}); starting another",
                     worker.id()
                 );
-                quick_deaths = if began.elapsed() < Duration::from_secs(1) {
+                quick_deaths = if began.elapsed() < QUICK_DEATH {
                     quick_deaths + 1
                 } else {
                     0
@@ -234,7 +240,9 @@ impl Supervisor {
                 None => self.start_current(),
             };
             loop {
-                if quick_deaths >= 10 || sys::fuse_connection_ended(self.dev.as_fd()) {
+                if quick_deaths >= QUICK_DEATHS_TO_GIVE_UP
+                    || sys::fuse_connection_ended(self.dev.as_fd())
+                {
                     log::error!("giving up: workers keep dying at once");
                     return 1;
                 }
