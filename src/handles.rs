@@ -124,9 +124,14 @@ impl HandleTable {
         let _ = self.refs.set(refs);
     }
 
+    /// New handles get numbers above `fh` (one an earlier worker handed to the kernel).
+    pub fn skip_past(&self, fh: u64) {
+        self.next.fetch_max(fh + 1, Ordering::Relaxed);
+    }
+
     /// Puts back a handle an earlier worker handed to the kernel as `fh`, recorded at `slot`.
     pub fn restore(&self, fh: u64, slot: u32, handle: Handle) {
-        self.next.fetch_max(fh + 1, Ordering::Relaxed);
+        self.skip_past(fh);
         let mut shard = self.shards[fh as usize % SHARDS]
             .write()
             .unwrap_or_else(|e| e.into_inner());

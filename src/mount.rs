@@ -430,10 +430,10 @@ pub fn run_worker(config: &Config) -> i32 {
         return 1;
     }
     sys::block_termination_signals();
+    // Started in the caller's directory to parse relative paths; they are absolute now.
+    let _ = sys::chdir_root();
     if fds.syslog {
         crate::logging::to_syslog(&config.mountpoint);
-    } else {
-        let _ = sys::chdir_root();
     }
     sys::set_umask(0);
     let fd_limit = sys::raise_fd_limit();
@@ -453,14 +453,10 @@ fn start_worker(
         let _ = sys::write_all(fds.ready.as_fd(), message.as_bytes());
     };
     let overlay = open_layers(config).map(Arc::new).map_err(report)?;
-    if fds.syslog {
-        let _ = sys::chdir_root();
-    }
     let refs = crate::kernel_refs::KernelRefs::open(fds.refs.as_fd())
         .map(Arc::new)
         .map_err(|e| report(format!("ovlfs: the supervisor's shared state: {e}")))?;
-    overlay.inodes.attach_refs(refs.clone());
-    overlay.handles.attach_refs(refs.clone());
+    overlay.attach_refs(refs.clone());
     let fs = OverlayFs {
         ov: overlay.clone(),
     };

@@ -124,6 +124,22 @@ impl Overlay {
             .map_err(|_| io::Error::new(io::ErrorKind::AlreadyExists, "workdir already attached"))
     }
 
+    /// Records from now on the node ids and handles the kernel holds in `refs`, for a worker
+    /// that takes over after this one (see [`crate::kernel_refs`]).
+    pub(crate) fn attach_refs(&self, refs: Arc<crate::kernel_refs::KernelRefs>) {
+        self.inodes.attach_refs(refs.clone());
+        self.handles.attach_refs(refs);
+    }
+
+    /// [`Overlay::attach_refs`] with a new table, as a supervised worker keeps one (for
+    /// benchmarks of the lookup path).
+    pub fn record_kernel_refs(&self) -> io::Result<()> {
+        let fd = crate::kernel_refs::create()?;
+        let refs = crate::kernel_refs::KernelRefs::open(fd.as_fd())?;
+        self.attach_refs(Arc::new(refs));
+        Ok(())
+    }
+
     pub fn passthrough_active(&self) -> bool {
         self.passthrough_on.load(Ordering::Relaxed)
     }

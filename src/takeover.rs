@@ -21,6 +21,8 @@ impl Overlay {
     pub fn take_over_handles(&self, refs: &KernelRefs, adopt: &dyn Fn(u32) -> BackingId) -> usize {
         let mut lost = 0;
         for (slot, record) in refs.handles() {
+            // A lost handle's number must not name a new one: the kernel may still use it.
+            self.handles.skip_past(record.fh);
             match self.reopen_handle(&record, adopt) {
                 Ok(handle) => self.handles.restore(record.fh, slot, handle),
                 Err(e) => {
