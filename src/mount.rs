@@ -367,6 +367,10 @@ fn serve_supervised(
             return 1;
         }
     };
+    if ready.is_some() {
+        // Daemonizing: workers log to syslog and never hold the caller's stderr.
+        supervisor.set_detached();
+    }
     let first = match supervisor.start_current() {
         Ok(child) => child,
         Err(message) => {
@@ -383,7 +387,6 @@ fn serve_supervised(
         drop(pipe);
         sys::detach_stdio_and_session();
         crate::logging::to_syslog(&config.mountpoint);
-        supervisor.set_detached();
     }
     handle_termination_signals(&config.mountpoint);
     supervisor.listen_for_upgrades(&config.mountpoint);
