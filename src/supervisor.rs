@@ -178,11 +178,9 @@ impl Supervisor {
         if detached {
             cmd.stderr(Stdio::null());
         }
-        match &self.cwd {
-            Some(dir) if dir.is_dir() => cmd.current_dir(dir),
-            _ => cmd.current_dir("/"),
-        };
-        let spawned = cmd.spawn();
+        // No check of the directory here: under the mount point it would wait for a worker.
+        cmd.current_dir(self.cwd.as_deref().unwrap_or(Path::new("/")));
+        let spawned = cmd.spawn().or_else(|_| cmd.current_dir("/").spawn());
         drop(ready_write);
         let mut child = spawned.map_err(|e| format!("ovlfs: cannot start the worker: {e}"))?;
         self.started
