@@ -281,3 +281,43 @@ fn supervisor_death_ends_the_mount() {
     assert!(m.fusermount_u(), "the dead mount must be unmountable");
     assert!(!m.is_mounted());
 }
+
+/// An upgrade to a binary that cannot serve leaves the mount on the running binary: the
+/// request fails with the new worker's error and a worker of the old binary serves again.
+#[test]
+fn failed_upgrade_keeps_the_running_binary() {
+    use std::io::{Read, Write};
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::net::{SocketAddr, UnixStream};
+    let l = layers(1);
+    let m = mount(&l);
+    let supervisor = m.pid().expect("the supervisor's pid");
+    let mnt = l.mnt.clone();
+    with_watchdog(30, &l.mnt, move || {
+        let worker = worker_of(supervisor).expect("a worker");
+        let dev = fs::metadata(&mnt).unwrap().dev();
+        let (major, minor) = (rustix::fs::major(dev), rustix::fs::minor(dev));
+        let addr =
+            SocketAddr::from_abstract_name(format!("ovlfs-supervisor/{major}:{minor}")).unwrap();
+        // What `ovlfs --upgrade` sends, naming a binary that exits at once.
+        let mut s = UnixStream::connect_addr(&addr).expect("the supervisor's socket");
+        s.write_all(b"/bin/false").unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut reply = String::new();
+        s.read_to_string(&mut reply).unwrap();
+        assert!(
+            reply.contains("stays on the running binary"),
+            "reply: {reply:?}"
+        );
+        let now = next_worker(supervisor, worker, Duration::from_secs(5)).expect("a worker");
+        assert_eq!(
+            fs::read_link(format!("/proc/{now}/exe")).unwrap(),
+            fs::canonicalize(ovlfs_bin()).unwrap()
+        );
+        assert_eq!(
+            fs::read(mnt.join("w0/l0")).unwrap(),
+            workload::lower_content(0, 0)
+        );
+    });
+}
