@@ -407,10 +407,12 @@ fn worker_session_config(config: &Config) -> fuser::Config {
     session
 }
 
-/// Whether the kernel has `FUSE_NOTIFY_RESEND` (Linux 6.9). Without it, cloned fds make the
-/// requests a dead worker held fail at once instead of hanging.
+/// Whether the kernel has `FUSE_NOTIFY_RESEND` (Linux 6.9). Without it, a worker reads
+/// through its own cloned fds, so that the requests it held fail once it dies instead of
+/// hanging. `OVLFS_NO_RESEND=1` behaves as on such a kernel (for tests).
 fn resend_supported() -> bool {
-    sys::kernel_release() >= (6, 9)
+    let forced_off = std::env::var_os("OVLFS_NO_RESEND").is_some_and(|v| v == "1");
+    !forced_off && sys::kernel_release() >= (6, 9)
 }
 
 /// A worker (started by the supervisor with [`crate::supervisor::WORKER_ARG`]): serves the
@@ -465,16 +467,19 @@ fn start_worker(
     };
     let session_config = worker_session_config(config);
     let acl = session_config.acl;
+    let resend = resend_supported();
+    let dev = if resend {
+        fds.dev
+    } else {
+        fuser::clone_dev_fd(fds.dev.as_fd())
+            .map_err(|e| report(format!("ovlfs: cannot clone the FUSE fd: {e}")))?
+    };
     let inherited = refs.init_record();
     let session = match inherited {
-        Some(words) => fuser::Session::from_initialized_fd(
-            fs,
-            fds.dev,
-            acl,
-            session_config,
-            init_record(words),
-        ),
-        None => fuser::Session::from_fd(fs, fds.dev, acl, session_config),
+        Some(words) => {
+            fuser::Session::from_initialized_fd(fs, dev, acl, session_config, init_record(words))
+        }
+        None => fuser::Session::from_fd(fs, dev, acl, session_config),
     };
     let session = session.map_err(|e| report(format!("ovlfs: cannot serve the mount: {e}")))?;
     if inherited.is_none()
@@ -495,7 +500,9 @@ fn start_worker(
             log::warn!("{lost} open files could not be opened again after a restart");
         }
         // Requests the dead worker read but did not answer are queued again.
-        if let Err(e) = sys::notify_resend(session.as_fd()) {
+        if !resend {
+            log::warn!("no FUSE_NOTIFY_RESEND: requests in flight when the worker died failed");
+        } else if let Err(e) = sys::notify_resend(session.as_fd()) {
             log::warn!(
                 "FUSE_NOTIFY_RESEND failed ({e}): requests in flight when the worker died fail"
             );

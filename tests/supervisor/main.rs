@@ -321,3 +321,40 @@ fn failed_upgrade_keeps_the_running_binary() {
         );
     });
 }
+
+/// As on a kernel without `FUSE_NOTIFY_RESEND` (`OVLFS_NO_RESEND=1`): the requests a killed
+/// worker had read fail once, with ECONNABORTED, and none hangs; the next worker serves the
+/// rest.
+#[test]
+fn without_resend_requests_in_flight_fail_once() {
+    let l = layers(2);
+    let m = Ovlfs::new([&l.lower])
+        .upper(&l.upper, l.root.join("work"))
+        .wrapped(["env", "OVLFS_NO_RESEND=1"])
+        .mount_daemon(&l.mnt);
+    let supervisor = m.pid().expect("the supervisor's pid");
+    let mnt = l.mnt.clone();
+    with_watchdog(60, &l.mnt, move || {
+        let work = Workload::start(&mnt, 2, 5);
+        let mut worker = worker_of(supervisor).expect("a worker");
+        let mut rng = Rng::new(5);
+        for i in 0..5 {
+            thread::sleep(Duration::from_millis(50 + rng.below(150)));
+            kill_pid(worker, rustix::process::Signal::KILL);
+            worker = next_worker(supervisor, worker, Duration::from_secs(10))
+                .unwrap_or_else(|| panic!("no worker after kill {i}"));
+            wait_served(&mnt, i);
+        }
+        let errors = work.error_list();
+        work.finish();
+        eprintln!("{} calls failed over 5 kills: {errors:#?}", errors.len());
+        for e in &errors {
+            assert!(
+                e.contains("os error 103") || e.contains("expected"),
+                "not a connection abort (or its consequence): {e}"
+            );
+        }
+        let names = fs::read_dir(mnt.join("w0")).expect("the mount still serves");
+        assert!(names.count() > 0);
+    });
+}

@@ -674,6 +674,16 @@ impl<FS: Filesystem> SessionEventLoop<FS> {
     }
 }
 
+/// ovlfs patch: a new `/dev/fuse` fd on the connection of `fd` (`FUSE_DEV_IOC_CLONE`). The
+/// kernel ends the requests read through it with `ECONNABORTED` when its last holder closes
+/// it, where requests read through a file that stays open wait for an answer.
+#[cfg(target_os = "linux")]
+pub fn clone_dev_fd(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    let ch = Channel::new(Arc::new(DevFuse(File::from(fd.try_clone_to_owned()?))));
+    let clone = ch.clone_fd()?;
+    clone.dev_fuse().as_fd().try_clone_to_owned()
+}
+
 /// ovlfs patch: mounts and returns the `/dev/fuse` fd, without a session and without
 /// unmounting on drop: the caller hands the fd to the process that serves it and unmounts
 /// itself.
