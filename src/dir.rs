@@ -655,8 +655,8 @@ impl Overlay {
     /// Records a node's new place after a rename.
     fn moved(&self, node: &Arc<Node>, new_parent: &Arc<Node>, new_name: &OsStr) {
         let mut state = node.write();
-        state.parent = Some(new_parent.clone());
-        state.name = new_name.to_owned();
+        self.inodes
+            .set_name(node, &mut state, new_parent.clone(), new_name);
         if node.is_dir() && self.stack.is_upper(state.top().layer) {
             // The moved directory is opaque or upper-only now: it no longer merges below.
             let opaque = state

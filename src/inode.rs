@@ -9,13 +9,14 @@
 //! node ids are handed out here. The table is sharded; each node has its own lock.
 
 use std::collections::HashMap;
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 
 use fuser::BackingId;
 
+use crate::kernel_refs::{KernelRefs, NO_SLOT, NodeRecord};
 use crate::lookup::{FdRef, LayerObject, Objects};
 use crate::sys::SysResult;
 
@@ -76,6 +77,8 @@ pub struct Node {
     /// Open files of this node pass through to data that a copy-up replaced: new opens must
     /// go to a successor node (see the module doc).
     superseded: AtomicBool,
+    /// Where the node is recorded for a worker that takes over (see [`crate::kernel_refs`]).
+    slot: u32,
     /// Reclaim epoch of the last lookup (see [`crate::fdbudget::epoch`]).
     last_used: AtomicU32,
     // Lock order (outermost first): `copy_up`, then `state`, then `io`; a parent's locks
@@ -160,16 +163,17 @@ impl Node {
     /// A node outside the table (the kernel holds no reference to it), used to copy up
     /// objects the kernel has not looked up, e.g. the contents of a renamed directory.
     pub fn detached(ino: u64, file_type: u32, state: NodeState) -> Node {
-        Node::new(ino, ino, file_type, 0, state)
+        Node::new(ino, ino, file_type, 0, NO_SLOT, state)
     }
 
-    fn new(id: u64, ino: u64, file_type: u32, lookups: u64, state: NodeState) -> Node {
+    fn new(id: u64, ino: u64, file_type: u32, lookups: u64, slot: u32, state: NodeState) -> Node {
         Node {
             id,
             ino,
             file_type,
             lookups: AtomicU64::new(lookups),
             superseded: AtomicBool::new(false),
+            slot,
             last_used: AtomicU32::new(if lookups > 0 {
                 crate::fdbudget::epoch()
             } else {
@@ -208,6 +212,11 @@ pub struct InodeTable {
     next_fresh: AtomicU64,
     /// Nodes freed so far; every so often the allocator is asked to return free memory.
     freed: AtomicU64,
+    /// The shared record of the nodes the kernel holds, under a supervisor.
+    refs: OnceLock<Arc<KernelRefs>>,
+    /// Nodes an earlier worker handed to the kernel that this one has not resolved yet.
+    inherited: Mutex<HashMap<u64, NodeRecord>>,
+    inherited_any: AtomicBool,
 }
 
 impl InodeTable {
@@ -219,6 +228,9 @@ impl InodeTable {
             alias_count: AtomicUsize::new(0),
             next_fresh: AtomicU64::new(FRESH_IDS),
             freed: AtomicU64::new(0),
+            refs: OnceLock::new(),
+            inherited: Mutex::default(),
+            inherited_any: AtomicBool::new(false),
         };
         // The root is never forgotten.
         let root = Arc::new(Node::new(
@@ -226,6 +238,7 @@ impl InodeTable {
             root_ino,
             libc::S_IFDIR,
             1 << 62,
+            NO_SLOT,
             root_state,
         ));
         write_shard(&table.shards[shard_of(ROOT_ID)]).insert(ROOT_ID, root);
@@ -267,18 +280,20 @@ impl InodeTable {
             match shard.get(&ino) {
                 Some(node) if node.ino == ino && !node.is_superseded() => {
                     if node.file_type == file_type {
-                        node.lookups.fetch_add(1, Ordering::AcqRel);
+                        let n = node.lookups.fetch_add(1, Ordering::AcqRel) + 1;
+                        self.record_lookups(node.slot, n);
                         node.last_used
                             .store(crate::fdbudget::epoch(), Ordering::Relaxed);
                         return node.clone();
                     }
                     // Another object under a number still held: the name was replaced.
-                    let node = Arc::new(Node::new(ino, ino, file_type, 1, state));
+                    self.unrecord(node.slot);
+                    let node = self.new_node(ino, ino, file_type, state);
                     shard.insert(ino, node.clone());
                     return node;
                 }
                 None if self.alias_count.load(Ordering::Acquire) == 0 => {
-                    let node = Arc::new(Node::new(ino, ino, file_type, 1, state));
+                    let node = self.new_node(ino, ino, file_type, state);
                     shard.insert(ino, node.clone());
                     return node;
                 }
@@ -298,7 +313,8 @@ impl InodeTable {
                 && node.file_type == file_type
                 && !node.is_superseded()
             {
-                node.lookups.fetch_add(1, Ordering::AcqRel);
+                let n = node.lookups.fetch_add(1, Ordering::AcqRel) + 1;
+                self.record_lookups(node.slot, n);
                 node.last_used
                     .store(crate::fdbudget::epoch(), Ordering::Relaxed);
                 return node.clone();
@@ -313,7 +329,10 @@ impl InodeTable {
         if own_id_free {
             aliases.remove(&ino);
             self.alias_count.store(aliases.len(), Ordering::Release);
-            let node = Arc::new(Node::new(ino, ino, file_type, 1, state));
+            if let Some(replaced) = own.get(&ino) {
+                self.unrecord(replaced.slot);
+            }
+            let node = self.new_node(ino, ino, file_type, state);
             own.insert(ino, node.clone());
             return node;
         }
@@ -330,7 +349,7 @@ impl InodeTable {
             if shard.contains_key(&id) {
                 continue;
             }
-            let node = Arc::new(Node::new(id, ino, file_type, 1, state));
+            let node = self.new_node(id, ino, file_type, state);
             shard.insert(id, node.clone());
             aliases.insert(ino, id);
             self.alias_count.store(aliases.len(), Ordering::Release);
@@ -338,12 +357,24 @@ impl InodeTable {
         }
     }
 
+    /// A node entering the table with its first lookup (or, for a node an earlier worker
+    /// handed to the kernel, with the kernel's count of it plus this one).
+    fn new_node(&self, id: u64, ino: u64, file_type: u32, state: NodeState) -> Arc<Node> {
+        let (slot, lookups) = self.record_new(id, ino, file_type, &state);
+        Arc::new(Node::new(id, ino, file_type, lookups, slot, state))
+    }
+
     /// The kernel dropped `n` references; the node goes when none remain.
     pub fn forget(&self, id: u64, n: u64) {
         let mut shard = write_shard(self.shard(id));
-        let Some(node) = shard.get(&id) else { return };
+        let Some(node) = shard.get(&id) else {
+            drop(shard);
+            self.forget_inherited(id, n);
+            return;
+        };
         let left = node.lookups.load(Ordering::Acquire).saturating_sub(n);
         node.lookups.store(left, Ordering::Release);
+        self.record_lookups(node.slot, left);
         if left > 0 || id == ROOT_ID {
             return;
         }
@@ -362,7 +393,9 @@ impl InodeTable {
                 self.alias_count.store(aliases.len(), Ordering::Release);
             }
         }
-        shard.remove(&id);
+        if let Some(node) = shard.remove(&id) {
+            self.unrecord(node.slot);
+        }
         // Tables never shrink by themselves: give memory back once a big tree is gone.
         if shard.capacity() > 4096 && shard.len() * 4 < shard.capacity() {
             let keep = shard.len() * 2;
@@ -371,6 +404,136 @@ impl InodeTable {
         drop(shard);
         if self.freed.fetch_add(1, Ordering::Relaxed) % 65_536 == 65_535 {
             crate::sys::release_free_memory();
+        }
+    }
+
+    // ---- the shared record of the kernel's nodes (see `kernel_refs`) ----------------------
+
+    /// Records from now on every node the kernel holds in `refs`; the nodes recorded there
+    /// by an earlier worker are resolved when first used ([`InodeTable::inherited`]).
+    pub fn attach_refs(&self, refs: Arc<KernelRefs>) {
+        let inherited = refs.nodes();
+        // Fresh ids the earlier worker handed out stay taken while the kernel holds them.
+        if let Some(last) = inherited
+            .keys()
+            .copied()
+            .filter(|&id| id >= FRESH_IDS)
+            .max()
+        {
+            self.next_fresh.fetch_max(last + 1, Ordering::Relaxed);
+        }
+        self.inherited_any
+            .store(!inherited.is_empty(), Ordering::Release);
+        *self.inherited.lock().unwrap_or_else(|e| e.into_inner()) = inherited;
+        let _ = self.refs.set(refs);
+    }
+
+    pub fn refs(&self) -> Option<&Arc<KernelRefs>> {
+        self.refs.get()
+    }
+
+    /// What an earlier worker recorded about node `id`, if it is not live here yet.
+    pub fn inherited(&self, id: u64) -> Option<NodeRecord> {
+        if !self.inherited_any.load(Ordering::Acquire) {
+            return None;
+        }
+        let map = self.inherited.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(&id).cloned()
+    }
+
+    /// Makes an inherited node live with the lookup count the kernel has of it.
+    pub fn restore(&self, id: u64, file_type: u32, state: NodeState) -> Option<Arc<Node>> {
+        let mut shard = write_shard(self.shard(id));
+        if let Some(node) = shard.get(&id) {
+            return Some(node.clone());
+        }
+        let record = self.take_inherited(id)?;
+        let node = Arc::new(Node::new(
+            id,
+            record.ino,
+            file_type,
+            record.lookups,
+            record.slot,
+            state,
+        ));
+        node.superseded.store(record.superseded, Ordering::Release);
+        shard.insert(id, node.clone());
+        Some(node)
+    }
+
+    /// Records that `node` is superseded, for a worker that takes over.
+    pub fn note_superseded(&self, node: &Node) {
+        if node.is_superseded()
+            && let Some(refs) = self.refs.get()
+        {
+            refs.mark_superseded(node.slot);
+        }
+    }
+
+    /// The node now goes by `name` in `parent` (rename; another name of a hard link).
+    pub fn set_name(&self, node: &Node, state: &mut NodeState, parent: Arc<Node>, name: &OsStr) {
+        if let Some(refs) = self.refs.get() {
+            refs.rename_node(node.slot, parent.id, name);
+        }
+        state.parent = Some(parent);
+        state.name = name.to_owned();
+    }
+
+    fn take_inherited(&self, id: u64) -> Option<NodeRecord> {
+        if !self.inherited_any.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut map = self.inherited.lock().unwrap_or_else(|e| e.into_inner());
+        let record = map.remove(&id);
+        if map.is_empty() {
+            self.inherited_any.store(false, Ordering::Release);
+        }
+        record
+    }
+
+    /// A slot and lookup count for a node entering the table: an inherited node the kernel
+    /// looks up again keeps its slot and adds to the kernel's count.
+    fn record_new(&self, id: u64, ino: u64, file_type: u32, state: &NodeState) -> (u32, u64) {
+        let Some(refs) = self.refs.get() else {
+            return (NO_SLOT, 1);
+        };
+        let parent = state.parent.as_ref().map_or(ROOT_ID, |p| p.id);
+        if let Some(record) = self.take_inherited(id) {
+            let n = record.lookups + 1;
+            refs.rename_node(record.slot, parent, &state.name);
+            refs.set_lookups(record.slot, n);
+            return (record.slot, n);
+        }
+        (refs.add_node(id, parent, &state.name, ino, file_type), 1)
+    }
+
+    fn record_lookups(&self, slot: u32, n: u64) {
+        if let Some(refs) = self.refs.get() {
+            refs.set_lookups(slot, n);
+        }
+    }
+
+    fn unrecord(&self, slot: u32) {
+        if let Some(refs) = self.refs.get() {
+            refs.remove_node(slot);
+        }
+    }
+
+    fn forget_inherited(&self, id: u64, n: u64) {
+        if !self.inherited_any.load(Ordering::Acquire) {
+            return;
+        }
+        let mut map = self.inherited.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(record) = map.get_mut(&id) else {
+            return;
+        };
+        record.lookups = record.lookups.saturating_sub(n);
+        let (slot, left) = (record.slot, record.lookups);
+        if left == 0 {
+            map.remove(&id);
+            self.unrecord(slot);
+        } else {
+            self.record_lookups(slot, left);
         }
     }
 

@@ -147,6 +147,22 @@ impl Overlay {
             .map_err(|_| io::Error::new(io::ErrorKind::AlreadyExists, "workdir already attached"))
     }
 
+    /// Records from now on the node ids and handles the kernel holds in `refs`, for a worker
+    /// that takes over after this one (see [`crate::kernel_refs`]).
+    pub(crate) fn attach_refs(&self, refs: Arc<crate::kernel_refs::KernelRefs>) {
+        self.inodes.attach_refs(refs.clone());
+        self.handles.attach_refs(refs);
+    }
+
+    /// [`Overlay::attach_refs`] with a new table, as a supervised worker keeps one (for
+    /// benchmarks of the lookup path).
+    pub fn record_kernel_refs(&self) -> io::Result<()> {
+        let fd = crate::kernel_refs::create()?;
+        let refs = crate::kernel_refs::KernelRefs::open(fd.as_fd())?;
+        self.attach_refs(Arc::new(refs));
+        Ok(())
+    }
+
     pub fn passthrough_active(&self) -> bool {
         self.passthrough_on.load(Ordering::Relaxed)
     }
@@ -160,7 +176,58 @@ impl Overlay {
     }
 
     pub fn node(&self, id: u64) -> SysResult<Arc<Node>> {
-        self.inodes.get(id).ok_or(Errno::STALE)
+        match self.inodes.get(id) {
+            Some(node) => Ok(node),
+            None => self.inherited_node(id, 0),
+        }
+    }
+
+    /// A node an earlier worker handed to the kernel (see [`crate::kernel_refs`]), found
+    /// again by its parent and name as a lookup finds it; `ESTALE` if that name no longer
+    /// leads to the same object.
+    fn inherited_node(&self, id: u64, depth: u32) -> SysResult<Arc<Node>> {
+        let record = self.inodes.inherited(id).ok_or(Errno::STALE)?;
+        if depth > 4096 {
+            return Err(Errno::STALE);
+        }
+        let parent = match self.inodes.get(record.parent) {
+            Some(parent) => parent,
+            None => self.inherited_node(record.parent, depth + 1)?,
+        };
+        let resolved = self.resolve(&parent, &record.name)?.ok_or(Errno::STALE)?;
+        let file_type = resolved.stat.st_mode & libc::S_IFMT;
+        if resolved.ino != record.ino || file_type != record.file_type {
+            log::warn!(
+                "node {id} ({:?}) is not found again after a restart",
+                record.name
+            );
+            return Err(Errno::STALE);
+        }
+        let state = NodeState {
+            objects: resolved.objects,
+            parent: Some(parent),
+            name: record.name,
+        };
+        self.inodes
+            .restore(id, file_type, state)
+            .ok_or(Errno::STALE)
+    }
+
+    /// Resolves `name` in the directory node `parent_node` (no lookup is counted).
+    fn resolve(&self, parent_node: &Node, name: &OsStr) -> SysResult<Option<lookup::Resolved>> {
+        crate::fdbudget::throttle();
+        let mut resolved = crate::fdbudget::retry_on_emfile(|| {
+            let state = parent_node.read();
+            lookup::lookup(&self.stack, &state.layer_fds(), name)
+        })?;
+        if let Some(r) = &mut resolved {
+            if let Some(fd) = r.objects.top().fd.held() {
+                self.stored_owner(r.objects.top().layer, fd, &mut r.stat);
+            }
+            self.data_blocks(&r.objects, &mut r.stat);
+            self.release_lower_fd(r);
+        }
+        Ok(resolved)
     }
 
     /// Resolves `name` in directory `parent` and counts one kernel reference to the result.
@@ -174,19 +241,7 @@ impl Overlay {
             // ".." in a layer root would step outside the layer.
             return Err(Errno::INVAL);
         }
-        crate::fdbudget::throttle();
-        let mut resolved = crate::fdbudget::retry_on_emfile(|| {
-            let state = parent_node.read();
-            lookup::lookup(&self.stack, &state.layer_fds(), name)
-        })?;
-        if let Some(r) = &mut resolved {
-            if let Some(fd) = r.objects.top().fd.held() {
-                self.stored_owner(r.objects.top().layer, fd, &mut r.stat);
-            }
-            self.data_blocks(&r.objects, &mut r.stat);
-            self.release_lower_fd(r);
-        }
-        let resolved = resolved.ok_or(Errno::NOENT)?;
+        let resolved = self.resolve(&parent_node, name)?.ok_or(Errno::NOENT)?;
         let file_type = resolved.stat.st_mode & libc::S_IFMT;
         let state = NodeState {
             objects: resolved.objects,

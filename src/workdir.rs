@@ -87,6 +87,20 @@ impl WorkdirLock {
         })
     }
 
+    /// The workdir of a mount whose supervisor holds the lock (a worker's view of it).
+    pub(crate) fn held_by_supervisor(workdir: &Path) -> io::Result<WorkdirLock> {
+        let root = sys::open_dir(workdir).map_err(|e| {
+            io::Error::new(
+                io::Error::from(e).kind(),
+                format!("workdir {:?}: {e}", workdir.display().to_string()),
+            )
+        })?;
+        Ok(WorkdirLock {
+            root,
+            path: workdir.to_owned(),
+        })
+    }
+
     /// Opens `WORKDIR/work` (creating it as the kernel does) and removes the temp objects a
     /// crashed mount left there; no other mount can be using them, this one holds the lock.
     pub(crate) fn prepare(self) -> io::Result<Work> {

@@ -1,0 +1,360 @@
+//! The supervisor (docs/design.md, "The supervisor"): a daemonized mount is served by a worker
+//! process that its supervisor replaces when it dies. While a reader/writer workload runs
+//! (several threads: create, write, read-verify, rename, unlink, readdir, files held open and
+//! written through one fd across every kill), the worker is SIGKILLed at random moments: no
+//! call may fail, no byte may change, the final tree must be what the same operations give
+//! (each thread's model), through the mount and through a kernel overlay of the same layers
+//! afterwards, and the supervisor's fd count and RSS must not grow with restarts.
+//!
+//! CI (default): 15 kills, 4 threads. Long: `OVLFS_SUPERVISOR_KILLS=100 cargo test --release
+//! --test supervisor -- --nocapture` (also `OVLFS_SUPERVISOR_THREADS`, `OVLFS_SUPERVISOR_SEED`).
+
+#[path = "../common/mod.rs"]
+mod common;
+mod workload;
+
+use common::rng::{Rng, env_u64};
+use common::*;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
+use workload::{Workload, compare, populate_lower};
+
+/// The worker serving a supervisor: its child (scanned in /proc: the worker's command line
+/// does not name the mount point).
+fn worker_of(supervisor: u32) -> Option<u32> {
+    fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // pid (comm) state ppid ...: comm may hold spaces, so split after its ')'.
+        let ppid: u32 = stat
+            .rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()?;
+        let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let worker = cmdline.split(|b| *b == 0).any(|a| a == b"--ovlfs-worker");
+        (ppid == supervisor && worker).then_some(pid)
+    })
+}
+
+/// A worker other than `old`, once there is one (bounded).
+fn next_worker(supervisor: u32, old: u32, timeout: Duration) -> Option<u32> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(w) = worker_of(supervisor).filter(|w| *w != old) {
+            return Some(w);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Blocks until a worker answers a lookup the kernel cannot answer from its cache.
+fn wait_served(mnt: &Path, probe: u64) {
+    let p = mnt.join(format!(".probe-{probe}"));
+    match fs::symlink_metadata(&p) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        other => panic!("probe {}: {other:?}", p.display()),
+    }
+}
+
+fn fd_count(pid: u32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |rd| rd.count())
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn oom_score_adj(pid: u32) -> i32 {
+    fs::read_to_string(format!("/proc/{pid}/oom_score_adj"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+struct Layers {
+    _t: tempfile::TempDir,
+    root: PathBuf,
+    lower: PathBuf,
+    upper: PathBuf,
+    mnt: PathBuf,
+}
+
+fn layers(threads: usize) -> Layers {
+    dev_fuse_usable();
+    let (t, root) = scratch(&["lower", "upper", "work", "m", "k"]);
+    populate_lower(&root.join("lower"), threads);
+    Layers {
+        lower: root.join("lower"),
+        upper: root.join("upper"),
+        mnt: root.join("m"),
+        root,
+        _t: t,
+    }
+}
+
+fn mount(l: &Layers) -> OvlfsMount {
+    Ovlfs::new([&l.lower])
+        .upper(&l.upper, l.root.join("work"))
+        .mount_daemon(&l.mnt)
+}
+
+/// After the ovlfs mount is gone: the kernel's overlayfs reads the same tree from the layers
+/// (upper as the top lower: nothing is written).
+fn check_with_kernel(l: &Layers, models: &[workload::Model]) {
+    if !kernel_overlay_available() {
+        visible("no kernel overlay: the on-disk check is skipped");
+        return;
+    }
+    let k = KernelOverlay::mount(&[&l.upper, &l.lower], None, &[], &l.root.join("k"));
+    let diffs = compare(k.path(), models);
+    assert!(
+        diffs.is_empty(),
+        "kernel overlay view differs:\n{}",
+        diffs.join("\n")
+    );
+}
+
+#[test]
+fn killed_workers_are_replaced_without_errors() {
+    let kills = env_u64("OVLFS_SUPERVISOR_KILLS", 15);
+    let threads = env_u64("OVLFS_SUPERVISOR_THREADS", 4) as usize;
+    let seed = env_u64("OVLFS_SUPERVISOR_SEED", 7);
+    let l = layers(threads);
+    let m = mount(&l);
+    let supervisor = m.pid().expect("the supervisor's pid");
+    let mnt = l.mnt.clone();
+    let models = with_watchdog(60 + kills * 2, &l.mnt, move || {
+        let mut worker = worker_of(supervisor).expect("a worker");
+        assert!(
+            oom_score_adj(worker) > oom_score_adj(supervisor),
+            "the OOM killer must prefer the worker"
+        );
+        let work = Workload::start(&mnt, threads, seed);
+        thread::sleep(Duration::from_millis(300));
+        let (fds_before, rss_before) = (fd_count(supervisor), rss_kib(supervisor));
+        let mut rng = Rng::new(seed);
+        let started = Instant::now();
+        let mut restart_ms = Vec::new();
+        for i in 0..kills {
+            thread::sleep(Duration::from_millis(30 + rng.below(220)));
+            kill_pid(worker, rustix::process::Signal::KILL);
+            let killed = Instant::now();
+            worker = next_worker(supervisor, worker, Duration::from_secs(10))
+                .unwrap_or_else(|| panic!("no worker after kill {i}"));
+            wait_served(&mnt, i);
+            restart_ms.push(killed.elapsed().as_secs_f64() * 1000.0);
+        }
+        thread::sleep(Duration::from_millis(300));
+        let (fds_after, rss_after) = (fd_count(supervisor), rss_kib(supervisor));
+        let errors = work.error_list();
+        let ops = work.ops.load(std::sync::atomic::Ordering::Relaxed);
+        let models = work.finish();
+        restart_ms.sort_by(f64::total_cmp);
+        eprintln!(
+            "{kills} kills in {:.1} s, {ops} operations; restart to first answer: median \
+             {:.1} ms, max {:.1} ms; supervisor fds {fds_before} -> {fds_after}, RSS \
+             {rss_before} -> {rss_after} KiB",
+            started.elapsed().as_secs_f64(),
+            restart_ms.get(restart_ms.len() / 2).copied().unwrap_or(0.0),
+            restart_ms.last().copied().unwrap_or(0.0),
+        );
+        assert!(
+            errors.is_empty(),
+            "callers saw errors:\n{}",
+            errors.join("\n")
+        );
+        assert_eq!(fds_after, fds_before, "the supervisor's fd count grew");
+        assert!(
+            rss_after <= rss_before + 1024,
+            "the supervisor's RSS grew from {rss_before} to {rss_after} KiB"
+        );
+        let diffs = compare(&mnt, &models);
+        assert!(
+            diffs.is_empty(),
+            "the merged tree differs:\n{}",
+            diffs.join("\n")
+        );
+        models
+    });
+    m.assert_no_panic_logged("after the kills");
+    drop(m);
+    check_with_kernel(&l, &models);
+}
+
+#[test]
+fn upgrade_under_load_changes_the_binary_without_errors() {
+    let l = layers(3);
+    let m = mount(&l);
+    let supervisor = m.pid().expect("the supervisor's pid");
+    let new_bin = l.root.join("ovlfs-new");
+    fs::copy(ovlfs_bin(), &new_bin).unwrap();
+    fs::set_permissions(&new_bin, fs::Permissions::from_mode(0o755)).unwrap();
+    let mnt = l.mnt.clone();
+    let models = with_watchdog(60, &l.mnt, move || {
+        let work = Workload::start(&mnt, 3, 11);
+        let mut worker = worker_of(supervisor).expect("a worker");
+        for (round, bin) in [new_bin.clone(), ovlfs_bin(), new_bin].iter().enumerate() {
+            thread::sleep(Duration::from_millis(300));
+            let out = run_cmd(
+                Command::new(bin).arg("--upgrade").arg(&mnt),
+                Duration::from_secs(20),
+            )
+            .unwrap();
+            assert!(out.success(), "--upgrade failed: {}", out.stderr);
+            worker = next_worker(supervisor, worker, Duration::from_secs(5))
+                .expect("a new worker after the upgrade");
+            let exe = fs::read_link(format!("/proc/{worker}/exe")).unwrap();
+            assert_eq!(&exe, &fs::canonicalize(bin).unwrap(), "round {round}");
+            wait_served(&mnt, round as u64);
+        }
+        thread::sleep(Duration::from_millis(300));
+        let errors = work.error_list();
+        let models = work.finish();
+        assert!(
+            errors.is_empty(),
+            "callers saw errors:\n{}",
+            errors.join("\n")
+        );
+        let diffs = compare(&mnt, &models);
+        assert!(
+            diffs.is_empty(),
+            "the merged tree differs:\n{}",
+            diffs.join("\n")
+        );
+        models
+    });
+    drop(m);
+    check_with_kernel(&l, &models);
+}
+
+/// Without its supervisor the mount is gone as without one: the worker dies with it, users
+/// get ENOTCONN, and the dead mount can be unmounted.
+#[test]
+fn supervisor_death_ends_the_mount() {
+    let l = layers(1);
+    let mut m = mount(&l);
+    let supervisor = m.pid().expect("the supervisor's pid");
+    let worker = worker_of(supervisor).expect("a worker");
+    let held = fs::File::open(l.mnt.join("w0/l1")).unwrap();
+    let mnt = l.mnt.clone();
+    with_watchdog(30, &l.mnt, move || {
+        kill_pid(supervisor, rustix::process::Signal::KILL);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Path::new(&format!("/proc/{worker}")).exists() {
+            assert!(
+                Instant::now() < deadline,
+                "the worker outlived its supervisor"
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+        let mut buf = [0u8; 16];
+        let read = std::os::unix::fs::FileExt::read_at(&held, &mut buf, 0);
+        assert_eq!(
+            read.map_err(|e| e.raw_os_error()),
+            Err(Some(libc::ENOTCONN)),
+            "a read through an open file"
+        );
+        let lookup = fs::symlink_metadata(mnt.join("not-cached"));
+        assert_eq!(
+            lookup.map_err(|e| e.raw_os_error()).map(|_| ()),
+            Err(Some(libc::ENOTCONN)),
+            "a lookup"
+        );
+    });
+    let _ = m.wait_exit(Duration::from_secs(5));
+    assert!(m.fusermount_u(), "the dead mount must be unmountable");
+    assert!(!m.is_mounted());
+}
+
+/// An upgrade to a binary that cannot serve leaves the mount on the running binary: the
+/// request fails with the new worker's error and a worker of the old binary serves again.
+#[test]
+fn failed_upgrade_keeps_the_running_binary() {
+    use std::io::{Read, Write};
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::net::{SocketAddr, UnixStream};
+    let l = layers(1);
+    let m = mount(&l);
+    let supervisor = m.pid().expect("the supervisor's pid");
+    let mnt = l.mnt.clone();
+    with_watchdog(30, &l.mnt, move || {
+        let worker = worker_of(supervisor).expect("a worker");
+        let dev = fs::metadata(&mnt).unwrap().dev();
+        let (major, minor) = (rustix::fs::major(dev), rustix::fs::minor(dev));
+        let addr =
+            SocketAddr::from_abstract_name(format!("ovlfs-supervisor/{major}:{minor}")).unwrap();
+        // What `ovlfs --upgrade` sends, naming a binary that exits at once.
+        let mut s = UnixStream::connect_addr(&addr).expect("the supervisor's socket");
+        s.write_all(b"/bin/false").unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut reply = String::new();
+        s.read_to_string(&mut reply).unwrap();
+        assert!(
+            reply.contains("stays on the running binary"),
+            "reply: {reply:?}"
+        );
+        let now = next_worker(supervisor, worker, Duration::from_secs(5)).expect("a worker");
+        assert_eq!(
+            fs::read_link(format!("/proc/{now}/exe")).unwrap(),
+            fs::canonicalize(ovlfs_bin()).unwrap()
+        );
+        assert_eq!(
+            fs::read(mnt.join("w0/l0")).unwrap(),
+            workload::lower_content(0, 0)
+        );
+    });
+}
+
+/// As on a kernel without `FUSE_NOTIFY_RESEND` (`OVLFS_NO_RESEND=1`): the requests a killed
+/// worker had read fail once, with ECONNABORTED, and none hangs; the next worker serves the
+/// rest.
+#[test]
+fn without_resend_requests_in_flight_fail_once() {
+    let l = layers(2);
+    let m = Ovlfs::new([&l.lower])
+        .upper(&l.upper, l.root.join("work"))
+        .wrapped(["env", "OVLFS_NO_RESEND=1"])
+        .mount_daemon(&l.mnt);
+    let supervisor = m.pid().expect("the supervisor's pid");
+    let mnt = l.mnt.clone();
+    with_watchdog(60, &l.mnt, move || {
+        let work = Workload::start(&mnt, 2, 5);
+        let mut worker = worker_of(supervisor).expect("a worker");
+        let mut rng = Rng::new(5);
+        for i in 0..5 {
+            thread::sleep(Duration::from_millis(50 + rng.below(150)));
+            kill_pid(worker, rustix::process::Signal::KILL);
+            worker = next_worker(supervisor, worker, Duration::from_secs(10))
+                .unwrap_or_else(|| panic!("no worker after kill {i}"));
+            wait_served(&mnt, i);
+        }
+        let errors = work.error_list();
+        work.finish();
+        eprintln!("{} calls failed over 5 kills: {errors:#?}", errors.len());
+        for e in &errors {
+            assert!(
+                e.contains("os error 103") || e.contains("expected"),
+                "not a connection abort (or its consequence): {e}"
+            );
+        }
+        let names = fs::read_dir(mnt.join("w0")).expect("the mount still serves");
+        assert!(names.count() > 0);
+    });
+}
