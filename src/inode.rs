@@ -292,7 +292,9 @@ impl InodeTable {
                     shard.insert(ino, node.clone());
                     return node;
                 }
-                None if self.alias_count.load(Ordering::Acquire) == 0 => {
+                None if self.alias_count.load(Ordering::Acquire) == 0
+                    && !self.inherited_superseded(ino) =>
+                {
                     let node = self.new_node(ino, ino, file_type, state);
                     shard.insert(ino, node.clone());
                     return node;
@@ -307,23 +309,30 @@ impl InodeTable {
     fn lookup_or_insert_aliased(&self, ino: u64, file_type: u32, state: NodeState) -> Arc<Node> {
         let mut aliases = self.aliases.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(&id) = aliases.get(&ino) {
-            let shard = write_shard(self.shard(id));
-            if let Some(node) = shard.get(&id)
-                && node.ino == ino
-                && node.file_type == file_type
-                && !node.is_superseded()
-            {
-                let n = node.lookups.fetch_add(1, Ordering::AcqRel) + 1;
-                self.record_lookups(node.slot, n);
-                node.last_used
-                    .store(crate::fdbudget::epoch(), Ordering::Relaxed);
-                return node.clone();
+            let mut shard = write_shard(self.shard(id));
+            match shard.get(&id) {
+                Some(node)
+                    if node.ino == ino && node.file_type == file_type && !node.is_superseded() =>
+                {
+                    let n = node.lookups.fetch_add(1, Ordering::AcqRel) + 1;
+                    self.record_lookups(node.slot, n);
+                    node.last_used
+                        .store(crate::fdbudget::epoch(), Ordering::Relaxed);
+                    return node.clone();
+                }
+                // A successor an earlier worker handed out: the kernel holds its id.
+                None if self.inherited_successor(id, ino, file_type) => {
+                    let node = self.new_node(id, ino, file_type, state);
+                    shard.insert(id, node.clone());
+                    return node;
+                }
+                _ => {}
             }
         }
         // No usable successor: the number's own id if it is free, else a fresh one.
         let mut own = write_shard(self.shard(ino));
         let own_id_free = match own.get(&ino) {
-            None => true,
+            None => !self.inherited_superseded(ino),
             Some(node) => node.ino == ino && !node.is_superseded(),
         };
         if own_id_free {
@@ -422,10 +431,42 @@ impl InodeTable {
         {
             self.next_fresh.fetch_max(last + 1, Ordering::Relaxed);
         }
+        // The successors the kernel holds keep serving their numbers (the newest one, should
+        // a number have had several).
+        {
+            let mut aliases = self.aliases.lock().unwrap_or_else(|e| e.into_inner());
+            for (&id, record) in &inherited {
+                if id != record.ino && !record.superseded {
+                    let alias = aliases.entry(record.ino).or_insert(id);
+                    *alias = (*alias).max(id);
+                }
+            }
+            self.alias_count.store(aliases.len(), Ordering::Release);
+        }
         self.inherited_any
             .store(!inherited.is_empty(), Ordering::Release);
         *self.inherited.lock().unwrap_or_else(|e| e.into_inner()) = inherited;
         let _ = self.refs.set(refs);
+    }
+
+    /// Whether the id `ino` is an unresolved superseded node of an earlier worker: the kernel
+    /// inode it names still passes through to the old data, so no other node may take the id.
+    fn inherited_superseded(&self, ino: u64) -> bool {
+        if !self.inherited_any.load(Ordering::Acquire) {
+            return false;
+        }
+        let map = self.inherited.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(&ino).is_some_and(|r| r.superseded)
+    }
+
+    /// Whether `id` is an unresolved successor of an earlier worker serving `ino`.
+    fn inherited_successor(&self, id: u64, ino: u64, file_type: u32) -> bool {
+        if !self.inherited_any.load(Ordering::Acquire) {
+            return false;
+        }
+        let map = self.inherited.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(&id)
+            .is_some_and(|r| r.ino == ino && r.file_type == file_type && !r.superseded)
     }
 
     pub fn refs(&self) -> Option<&Arc<KernelRefs>> {
@@ -471,12 +512,54 @@ impl InodeTable {
     }
 
     /// The node now goes by `name` in `parent` (rename; another name of a hard link).
+    ///
+    /// The other node ids of its inode number follow (a superseded node beside its
+    /// successor, or ids of an earlier worker not resolved yet, for which `node` may be a
+    /// detached stand-in): a worker taking over finds each by a name that leads to the object,
+    /// and the name they were found by may be gone.
     pub fn set_name(&self, node: &Node, state: &mut NodeState, parent: Arc<Node>, name: &OsStr) {
         if let Some(refs) = self.refs.get() {
             refs.rename_node(node.slot, parent.id, name);
+            self.rename_others(node, &parent, name, refs);
         }
         state.parent = Some(parent);
         state.name = name.to_owned();
+    }
+
+    fn rename_others(&self, node: &Node, parent: &Arc<Node>, name: &OsStr, refs: &KernelRefs) {
+        let ino = node.ino;
+        let alias = match self.alias_count.load(Ordering::Acquire) {
+            0 => None,
+            _ => {
+                let aliases = self.aliases.lock().unwrap_or_else(|e| e.into_inner());
+                aliases.get(&ino).copied()
+            }
+        };
+        for id in std::iter::once(ino).chain(alias) {
+            match self.get(id) {
+                Some(other) if std::ptr::eq(other.as_ref(), node) => {}
+                Some(other) if other.ino == ino => {
+                    refs.rename_node(other.slot, parent.id, name);
+                    // Best effort: its own rename may hold it (its record is right either way).
+                    if let Ok(mut state) = other.state.try_write() {
+                        state.parent = Some(parent.clone());
+                        state.name = name.to_owned();
+                    }
+                }
+                Some(_) => {}
+                None if self.inherited_any.load(Ordering::Acquire) => {
+                    let mut map = self.inherited.lock().unwrap_or_else(|e| e.into_inner());
+                    if let Some(record) = map.get_mut(&id)
+                        && record.ino == ino
+                    {
+                        record.parent = parent.id;
+                        record.name = name.to_owned();
+                        refs.rename_node(record.slot, parent.id, name);
+                    }
+                }
+                None => {}
+            }
+        }
     }
 
     fn take_inherited(&self, id: u64) -> Option<NodeRecord> {
@@ -523,15 +606,21 @@ impl InodeTable {
         if !self.inherited_any.load(Ordering::Acquire) {
             return;
         }
+        // A successor's alias goes with it (aliases are locked first).
+        let mut aliases = self.aliases.lock().unwrap_or_else(|e| e.into_inner());
         let mut map = self.inherited.lock().unwrap_or_else(|e| e.into_inner());
         let Some(record) = map.get_mut(&id) else {
             return;
         };
         record.lookups = record.lookups.saturating_sub(n);
-        let (slot, left) = (record.slot, record.lookups);
+        let (slot, left, ino) = (record.slot, record.lookups, record.ino);
         if left == 0 {
             map.remove(&id);
             self.unrecord(slot);
+            if aliases.get(&ino) == Some(&id) {
+                aliases.remove(&ino);
+                self.alias_count.store(aliases.len(), Ordering::Release);
+            }
         } else {
             self.record_lookups(slot, left);
         }

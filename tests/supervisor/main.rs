@@ -243,6 +243,72 @@ fn upgrade_under_load_changes_the_binary_without_errors() {
     check_with_kernel(&l, &models);
 }
 
+/// Kills the worker serving `supervisor` and waits until the next one serves (`probe`: a
+/// name the kernel cannot answer from its cache).
+fn kill_worker(supervisor: u32, mnt: &Path, probe: u64) {
+    let worker = worker_of(supervisor).expect("a worker");
+    kill_pid(worker, rustix::process::Signal::KILL);
+    next_worker(supervisor, worker, Duration::from_secs(10)).expect("a worker after the kill");
+    wait_served(mnt, probe);
+}
+
+/// A lower file held open (as root: passthrough to the lower file) is renamed, which copies
+/// it up: its node is superseded and later opens get a successor node with the same inode
+/// number (docs/design.md, "Copy-up with passthrough opens"). Renames of the successor, and
+/// renames made by a worker that has not resolved the nodes yet, must keep both nodes
+/// findable: after each kill the held fd reads on, and the file opens and reads by its name.
+#[test]
+fn a_held_lower_file_renamed_and_copied_up_survives_restarts() {
+    let l = layers(1);
+    let m = mount(&l);
+    let supervisor = m.pid().expect("the supervisor's pid");
+    let mnt = l.mnt.clone();
+    with_watchdog(60, &l.mnt, move || {
+        let dir = mnt.join("w0");
+        let want = workload::lower_content(0, 0);
+        let read_held = |f: &fs::File, when: &str| {
+            let mut back = vec![0u8; want.len()];
+            std::os::unix::fs::FileExt::read_exact_at(f, &mut back, 0)
+                .unwrap_or_else(|e| panic!("read of the held fd {when}: {e}"));
+            assert!(back == want, "the held fd reads other data {when}");
+        };
+        let read_name = |name: &str, when: &str| {
+            let data =
+                fs::read(dir.join(name)).unwrap_or_else(|e| panic!("read {name} {when}: {e}"));
+            assert!(data == want, "{name} holds other data {when}");
+        };
+        let held = fs::File::open(dir.join("l0")).unwrap();
+        // The copy-up supersedes the node; the read opens the successor.
+        fs::rename(dir.join("l0"), dir.join("a")).unwrap();
+        read_name("a", "after the copy-up");
+        // Renames the successor only: the superseded node must follow.
+        fs::rename(dir.join("a"), dir.join("b")).unwrap();
+        let held_b = fs::File::open(dir.join("b")).unwrap();
+        kill_worker(supervisor, &mnt, 0);
+        read_held(&held, "after the first kill");
+        read_held(&held_b, "(opened after the copy-up) after the first kill");
+        read_name("b", "after the first kill");
+        // Renamed by a worker that may not have resolved the nodes yet.
+        kill_worker(supervisor, &mnt, 1);
+        fs::rename(dir.join("b"), dir.join("c")).unwrap();
+        read_name("c", "after the second kill");
+        kill_worker(supervisor, &mnt, 2);
+        read_held(&held, "after the third kill");
+        read_name("c", "after the third kill");
+        drop(held_b);
+        kill_worker(supervisor, &mnt, 3);
+        read_name("c", "after the fourth kill");
+        read_held(&held, "after the fourth kill");
+        drop(held);
+        kill_worker(supervisor, &mnt, 4);
+        fs::rename(dir.join("c"), dir.join("d")).unwrap();
+        read_name("d", "at last");
+        let md = fs::metadata(dir.join("d")).unwrap();
+        assert_eq!(md.len(), want.len() as u64);
+    });
+    m.assert_no_panic_logged("after the kills");
+}
+
 /// Without its supervisor the mount is gone as without one: the worker dies with it, users
 /// get ENOTCONN, and the dead mount can be unmounted.
 #[test]

@@ -128,6 +128,8 @@ fn run_thread(
     // A lower file read through one fd for the whole run.
     let lower_fd = File::open(dir.join("l0")).map_err(|e| fail(format!("open l0: {e}")));
     let lower_l0 = lower_content(t, 0);
+    // Its name: renames move it (and copy it up while it is open).
+    let mut lower_name = "l0".to_string();
     let mut counter = 0u64;
     while !stop.load(Ordering::Relaxed) {
         counter += 1;
@@ -161,6 +163,9 @@ fn run_thread(
                 let (from, to) = (pick(&mut rng), format!("r{counter}"));
                 match fs::rename(dir.join(&from), dir.join(&to)) {
                     Ok(()) => {
+                        if from == lower_name {
+                            lower_name = to.clone();
+                        }
                         let data = model.remove(&from).unwrap();
                         model.insert(to, data);
                     }
@@ -169,7 +174,7 @@ fn run_thread(
             }
             5 if names.len() > 3 => {
                 let name = pick(&mut rng);
-                if name == "l0" {
+                if name == lower_name {
                     // Held open below: an unlinked open file does not survive a restart
                     // (docs/design.md, "The supervisor").
                     continue;
