@@ -310,7 +310,9 @@ fn a_held_lower_file_renamed_and_copied_up_survives_restarts() {
 }
 
 /// Without its supervisor the mount is gone as without one: the worker dies with it, users
-/// get ENOTCONN, and the dead mount can be unmounted.
+/// get ENOTCONN, and the dead mount can be unmounted. An fd already open reads on only where
+/// the kernel reads its backing file itself (passthrough, as root): such reads never reach
+/// the daemon (docs/design.md, "The supervisor").
 #[test]
 fn supervisor_death_ends_the_mount() {
     let l = layers(1);
@@ -330,11 +332,23 @@ fn supervisor_death_ends_the_mount() {
             thread::sleep(Duration::from_millis(10));
         }
         let mut buf = [0u8; 16];
-        let read = std::os::unix::fs::FileExt::read_at(&held, &mut buf, 0);
+        match std::os::unix::fs::FileExt::read_at(&held, &mut buf, 0) {
+            Ok(n) => {
+                assert!(is_root(), "a read through a cached-mode fd must fail");
+                let want = workload::lower_content(0, 1);
+                assert_eq!(&buf[..n], &want[..n.min(want.len())], "a passthrough read");
+            }
+            Err(e) => assert_eq!(
+                e.raw_os_error(),
+                Some(libc::ENOTCONN),
+                "a read through an open file"
+            ),
+        }
+        let reopen = fs::File::open(mnt.join("w0/l1"));
         assert_eq!(
-            read.map_err(|e| e.raw_os_error()),
+            reopen.map_err(|e| e.raw_os_error()).map(|_| ()),
             Err(Some(libc::ENOTCONN)),
-            "a read through an open file"
+            "a new open of the held file"
         );
         let lookup = fs::symlink_metadata(mnt.join("not-cached"));
         assert_eq!(
