@@ -724,6 +724,47 @@ mod tests {
         assert_eq!(t.len(), 3, "root, old node, newer successor");
     }
 
+    /// What a worker taking over finds: a renamed successor's superseded node by the new
+    /// name, lookups of the number on the successor (never the superseded id), a fresh id
+    /// once the successor is forgotten.
+    #[test]
+    fn a_new_worker_keeps_a_superseded_node_and_its_successor_apart() {
+        use std::os::fd::AsFd;
+        let fd = crate::kernel_refs::create().expect("memfd");
+        let attached = || {
+            let t = table();
+            t.attach_refs(Arc::new(KernelRefs::open(fd.as_fd()).expect("map")));
+            t
+        };
+        let t1 = attached();
+        let old = t1.lookup_or_insert(500, REG, leaf());
+        old.superseded.store(true, Ordering::Release);
+        t1.note_superseded(&old);
+        let new = t1.lookup_or_insert(500, REG, leaf());
+        let root = t1.get(ROOT_ID).expect("root");
+        t1.set_name(&new, &mut new.write(), root, OsStr::new("moved"));
+
+        let t2 = attached();
+        let record = t2.inherited(500).expect("the superseded node's record");
+        assert!(record.superseded);
+        assert_eq!(record.name, "moved", "it follows its successor's rename");
+        let again = t2.lookup_or_insert(500, REG, leaf());
+        assert_eq!(
+            again.id, new.id,
+            "the kernel's successor id serves the number"
+        );
+        assert!(
+            t2.restore(500, REG, leaf())
+                .expect("restored")
+                .is_superseded()
+        );
+
+        let t3 = attached();
+        t3.forget(new.id, 2);
+        let newer = t3.lookup_or_insert(500, REG, leaf());
+        assert!(newer.id != 500 && newer.id != new.id, "id {}", newer.id);
+    }
+
     #[test]
     fn an_inode_number_equal_to_a_taken_id_gets_an_id_of_its_own() {
         let t = table();

@@ -2,6 +2,7 @@
 //! upgrade): the handles the kernel holds are opened again before the first request is read.
 //! Nodes are found again lazily, when first used (see `Overlay::node`).
 
+use std::collections::HashSet;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -20,12 +21,17 @@ impl Overlay {
     /// how many handles could not be opened again (their requests fail with `EBADF`).
     pub fn take_over_handles(&self, refs: &KernelRefs, adopt: &dyn Fn(u32) -> BackingId) -> usize {
         let mut lost = 0;
+        let (mut kept_backings, mut lost_backings) = (HashSet::new(), HashSet::new());
         for (slot, record) in refs.handles() {
             // A lost handle's number must not name a new one: the kernel may still use it.
             self.handles.skip_past(record.fh);
             match self.reopen_handle(&record, adopt) {
-                Ok(handle) => self.handles.restore(record.fh, slot, handle),
+                Ok(handle) => {
+                    kept_backings.extend(record.backing);
+                    self.handles.restore(record.fh, slot, handle);
+                }
                 Err(e) => {
+                    lost_backings.extend(record.backing);
                     log::warn!(
                         "open file {} (node {}) is lost after a restart: {e}",
                         record.fh,
@@ -35,6 +41,11 @@ impl Overlay {
                     lost += 1;
                 }
             }
+        }
+        // The kernel's open file keeps its own reference to the backing file: the id only
+        // held it open for the mount's life.
+        for id in lost_backings.difference(&kept_backings) {
+            drop(adopt(*id));
         }
         lost
     }

@@ -305,6 +305,17 @@ fn a_held_lower_file_renamed_and_copied_up_survives_restarts() {
         read_name("d", "at last");
         let md = fs::metadata(dir.join("d")).unwrap();
         assert_eq!(md.len(), want.len() as u64);
+        // An open file whose name is gone is lost to the next worker (its backing id is
+        // closed); the kernel's passthrough reads go on all the same.
+        let held_d = fs::File::open(dir.join("d")).unwrap();
+        fs::remove_file(dir.join("d")).unwrap();
+        kill_worker(supervisor, &mnt, 5);
+        match std::os::unix::fs::FileExt::read_at(&held_d, &mut [0u8; 16], 0) {
+            Ok(n) => assert!(is_root() && n > 0, "only a passthrough fd reads on"),
+            Err(e) => assert_eq!(e.raw_os_error(), Some(libc::EBADF), "a lost handle"),
+        }
+        drop(held_d);
+        assert!(!dir.join("d").exists());
     });
     m.assert_no_panic_logged("after the kills");
 }
