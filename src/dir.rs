@@ -79,15 +79,13 @@ impl Overlay {
             return node;
         }
         let file_type = resolved.stat.st_mode & libc::S_IFMT;
-        Arc::new(Node::detached(
-            resolved.ino,
-            file_type,
-            NodeState {
-                objects: resolved.objects,
-                parent: Some(parent.clone()),
-                name: name.to_owned(),
-            },
-        ))
+        let state = NodeState {
+            objects: resolved.objects,
+            parent: Some(parent.clone()),
+            name: name.to_owned(),
+        };
+        self.inodes
+            .inherited_or_detached(resolved.ino, file_type, state)
     }
 
     /// Owner of a new object: the caller's ids on disk (the overflow ids for a caller the

@@ -130,6 +130,21 @@ impl Node {
     }
 }
 
+/// A live node for one an earlier worker recorded, with the kernel's lookup count of it.
+fn inherited_node(id: u64, file_type: u32, state: NodeState, record: &NodeRecord) -> Arc<Node> {
+    Arc::new(Node {
+        id,
+        ino: id,
+        file_type,
+        lookups: AtomicU64::new(record.lookups),
+        slot: record.slot,
+        last_used: AtomicU32::new(crate::fdbudget::epoch()),
+        copy_up: Mutex::new(()),
+        state: RwLock::new(state),
+        io: Default::default(),
+    })
+}
+
 fn shard_of(x: u64) -> usize {
     // Fibonacci hashing spreads sequential ids and inode numbers over the shards.
     (x.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) as usize % SHARDS
@@ -281,19 +296,27 @@ impl InodeTable {
             return Some(node.clone());
         }
         let record = self.take_inherited(id)?;
-        let node = Arc::new(Node {
-            id,
-            ino: id,
-            file_type,
-            lookups: AtomicU64::new(record.lookups),
-            slot: record.slot,
-            last_used: AtomicU32::new(crate::fdbudget::epoch()),
-            copy_up: Mutex::new(()),
-            state: RwLock::new(state),
-            io: Default::default(),
-        });
+        let node = inherited_node(id, file_type, state, &record);
         shard.insert(id, node.clone());
         Some(node)
+    }
+
+    /// The node `id` made from `state`: live again if an earlier worker handed it to the
+    /// kernel (so that a rename or removal through it is recorded), else detached (outside
+    /// the table) for copy-up.
+    pub fn inherited_or_detached(&self, id: u64, file_type: u32, state: NodeState) -> Arc<Node> {
+        if self.inherited_any.load(Ordering::Acquire) && self.inherited(id).is_some() {
+            let mut shard = write_shard(&self.shards[shard_of(id)]);
+            if let Some(node) = shard.get(&id) {
+                return node.clone();
+            }
+            if let Some(record) = self.take_inherited(id) {
+                let node = inherited_node(id, file_type, state, &record);
+                shard.insert(id, node.clone());
+                return node;
+            }
+        }
+        Arc::new(Node::detached(id, file_type, state))
     }
 
     /// The node now goes by `name` in `parent` (rename; another name of a hard link).

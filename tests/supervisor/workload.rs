@@ -128,6 +128,9 @@ fn run_thread(
     // A lower file read through one fd for the whole run.
     let lower_fd = File::open(dir.join("l0")).map_err(|e| fail(format!("open l0: {e}")));
     let lower_l0 = lower_content(t, 0);
+    // The held lower file's name (renames move it): never unlinked, since an open file whose
+    // name is deleted does not survive a restart (docs/design.md, "The supervisor").
+    let mut held_lower_name = "l0".to_string();
     let mut counter = 0u64;
     while !stop.load(Ordering::Relaxed) {
         counter += 1;
@@ -161,6 +164,9 @@ fn run_thread(
                 let (from, to) = (pick(&mut rng), format!("r{counter}"));
                 match fs::rename(dir.join(&from), dir.join(&to)) {
                     Ok(()) => {
+                        if from == held_lower_name {
+                            held_lower_name = to.clone();
+                        }
                         let data = model.remove(&from).unwrap();
                         model.insert(to, data);
                     }
@@ -169,9 +175,7 @@ fn run_thread(
             }
             5 if names.len() > 3 => {
                 let name = pick(&mut rng);
-                if name == "l0" {
-                    // Held open below: an unlinked open file does not survive a restart
-                    // (docs/design.md, "The supervisor").
+                if name == held_lower_name {
                     continue;
                 }
                 match fs::remove_file(dir.join(&name)) {
