@@ -7,7 +7,8 @@
 //! afterwards, and the supervisor's fd count and RSS must not grow with restarts.
 //!
 //! CI (default): 15 kills, 4 threads. Long: `OVLFS_SUPERVISOR_KILLS=100 cargo test --release
-//! --test supervisor -- --nocapture` (also `OVLFS_SUPERVISOR_THREADS`, `OVLFS_SUPERVISOR_SEED`).
+//! --test supervisor -- --nocapture` (also `OVLFS_SUPERVISOR_THREADS`, `OVLFS_SUPERVISOR_SEED`,
+//! `OVLFS_SUPERVISOR_OPTS`).
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -108,10 +109,14 @@ fn layers(threads: usize) -> Layers {
     }
 }
 
+/// A daemonized mount (with its supervisor); `OVLFS_SUPERVISOR_OPTS` adds `-o` options
+/// (e.g. `passthrough=off` for the writeback-cache data path).
 fn mount(l: &Layers) -> OvlfsMount {
-    Ovlfs::new([&l.lower])
-        .upper(&l.upper, l.root.join("work"))
-        .mount_daemon(&l.mnt)
+    let mut o = Ovlfs::new([&l.lower]).upper(&l.upper, l.root.join("work"));
+    if let Ok(extra) = std::env::var("OVLFS_SUPERVISOR_OPTS") {
+        o = o.opt(&extra);
+    }
+    o.mount_daemon(&l.mnt)
 }
 
 /// After the ovlfs mount is gone: the kernel's overlayfs reads the same tree from the layers

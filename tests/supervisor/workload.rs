@@ -153,9 +153,13 @@ fn run_thread(
                 match fs::read(dir.join(&name)) {
                     Ok(data) if data == model[&name] => {}
                     Ok(data) => fail(format!(
-                        "read {name}: {} bytes, expected {}",
+                        "read {name}: {} bytes, expected {}; first difference at {}",
                         data.len(),
-                        model[&name].len()
+                        model[&name].len(),
+                        data.iter()
+                            .zip(&model[&name])
+                            .position(|(a, b)| a != b)
+                            .unwrap_or(data.len().min(model[&name].len()))
                     )),
                     Err(e) => fail(format!("read {name}: {e}")),
                 }
