@@ -309,6 +309,9 @@ impl Overlay {
         let child = self.copy_up_if_linked(&parent_node, name, child)?;
         let upper_dir = self.upper_fd_of(&parent_node)?;
         let in_upper = self.stack.is_upper(child.objects.top().layer);
+        if in_upper && !is_rmdir {
+            self.keep_while_held(child.ino);
+        }
         if self.lower_has(&parent_node, name, seen_in_lower)? {
             return self.whiteout_name(upper_dir.as_fd(), name, in_upper);
         }
@@ -510,6 +513,9 @@ impl Overlay {
                 name: newname,
                 seen_in_lower: dst_seen_in_lower,
             };
+            if let Some((node, false)) = &dst_node {
+                self.keep_while_held(node.id);
+            }
             self.prepare_target(target, src_is_dir, &src_node)?;
             let whiteout_old = self.lower_has(&old_dir, oldname, src_seen_in_lower)?;
             // RENAME_WHITEOUT leaves a 0/0 whiteout in the same atomic step (another configured

@@ -68,6 +68,8 @@ pub struct Node {
     lookups: AtomicU64,
     /// Where the node is recorded for a worker that takes over (see [`crate::kernel_refs`]).
     slot: u32,
+    /// Its object is kept in the workdir's orphans while the kernel holds the node.
+    orphaned: std::sync::atomic::AtomicBool,
     /// Reclaim epoch of the last lookup (see [`crate::fdbudget::epoch`]).
     last_used: AtomicU32,
     // Lock order (outermost first): `copy_up`, then `state`, then `io`; a parent's locks
@@ -99,6 +101,15 @@ impl Node {
         self.file_type == libc::S_IFDIR
     }
 
+    pub fn slot(&self) -> u32 {
+        self.slot
+    }
+
+    /// Its object is now kept as an orphan (its last name is gone).
+    pub fn set_orphaned(&self) {
+        self.orphaned.store(true, Ordering::Release);
+    }
+
     pub fn last_used(&self) -> u32 {
         self.last_used.load(Ordering::Relaxed)
     }
@@ -122,6 +133,7 @@ impl Node {
             file_type,
             lookups: AtomicU64::new(0),
             slot: NO_SLOT,
+            orphaned: Default::default(),
             last_used: AtomicU32::new(0),
             copy_up: Mutex::new(()),
             state: RwLock::new(state),
@@ -138,6 +150,7 @@ fn inherited_node(id: u64, file_type: u32, state: NodeState, record: &NodeRecord
         file_type,
         lookups: AtomicU64::new(record.lookups),
         slot: record.slot,
+        orphaned: record.orphan.into(),
         last_used: AtomicU32::new(crate::fdbudget::epoch()),
         copy_up: Mutex::new(()),
         state: RwLock::new(state),
@@ -189,6 +202,7 @@ impl InodeTable {
             // The root is never forgotten.
             lookups: AtomicU64::new(1 << 62),
             slot: NO_SLOT,
+            orphaned: Default::default(),
             last_used: AtomicU32::new(0),
             copy_up: Mutex::new(()),
             state: RwLock::new(root_state),
@@ -229,6 +243,7 @@ impl InodeTable {
             file_type,
             lookups: AtomicU64::new(lookups),
             slot,
+            orphaned: Default::default(),
             last_used: AtomicU32::new(crate::fdbudget::epoch()),
             copy_up: Mutex::new(()),
             state: RwLock::new(state),
@@ -238,19 +253,21 @@ impl InodeTable {
         node
     }
 
-    /// The kernel dropped `n` references; the node goes when none remain.
-    pub fn forget(&self, id: u64, n: u64) {
+    /// The kernel dropped `n` references; the node goes when none remain. Returns whether a
+    /// node whose object was kept as an orphan went (its orphan link is then removed).
+    pub fn forget(&self, id: u64, n: u64) -> bool {
         let mut shard = write_shard(&self.shards[shard_of(id)]);
         let Some(node) = shard.get(&id) else {
             drop(shard);
-            self.forget_inherited(id, n);
-            return;
+            return self.forget_inherited(id, n);
         };
         let left = node.lookups.load(Ordering::Acquire).saturating_sub(n);
         node.lookups.store(left, Ordering::Release);
         self.record_lookups(node.slot, left);
+        let mut orphan = false;
         if left == 0 && id != ROOT_ID {
             self.unrecord(node.slot);
+            orphan = node.orphaned.load(Ordering::Acquire);
             shard.remove(&id);
             // Tables never shrink by themselves: give memory back once a big tree is gone.
             if shard.capacity() > 4096 && shard.len() * 4 < shard.capacity() {
@@ -262,6 +279,7 @@ impl InodeTable {
                 crate::sys::release_free_memory();
             }
         }
+        orphan
     }
 
     // ---- the shared record of the kernel's nodes (see `kernel_refs`) ----------------------
@@ -368,22 +386,23 @@ impl InodeTable {
         }
     }
 
-    fn forget_inherited(&self, id: u64, n: u64) {
+    fn forget_inherited(&self, id: u64, n: u64) -> bool {
         if !self.inherited_any.load(Ordering::Acquire) {
-            return;
+            return false;
         }
         let mut map = self.inherited.lock().unwrap_or_else(|e| e.into_inner());
         let Some(record) = map.get_mut(&id) else {
-            return;
+            return false;
         };
         record.lookups = record.lookups.saturating_sub(n);
-        let (slot, left) = (record.slot, record.lookups);
+        let (slot, left, orphan) = (record.slot, record.lookups, record.orphan);
         if left == 0 {
             map.remove(&id);
             self.unrecord(slot);
-        } else {
-            self.record_lookups(slot, left);
+            return orphan;
         }
+        self.record_lookups(slot, left);
+        false
     }
 
     /// Every live node (for reclaim; no node lock is taken under a shard lock).

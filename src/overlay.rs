@@ -167,6 +167,27 @@ impl Overlay {
         if depth > 4096 {
             return Err(Errno::STALE);
         }
+        if record.orphan {
+            // No name leads to it any more: its object is the orphan link.
+            let dir = self.orphans_dir()?;
+            let fd = sys::open_path_at(dir.as_fd(), OsStr::new(&id.to_string()))
+                .map_err(|_| Errno::STALE)?;
+            let state = NodeState {
+                objects: lookup::Objects::new(
+                    false,
+                    vec![LayerObject {
+                        layer: 0,
+                        fd: lookup::ObjFd::open(fd),
+                    }],
+                ),
+                parent: self.inodes.get(crate::inode::ROOT_ID),
+                name: record.name,
+            };
+            return self
+                .inodes
+                .restore(id, record.file_type, state)
+                .ok_or(Errno::STALE);
+        }
         let parent = match self.inodes.get(record.parent) {
             Some(parent) => parent,
             None => self.inherited_node(record.parent, depth + 1)?,
@@ -248,7 +269,61 @@ impl Overlay {
     }
 
     pub fn forget(&self, id: u64, n: u64) {
-        self.inodes.forget(id, n);
+        if self.inodes.forget(id, n)
+            && let Ok(dir) = self.orphans_dir()
+        {
+            let _ = sys::unlink_at(dir.as_fd(), OsStr::new(&id.to_string()));
+        }
+    }
+
+    /// `WORKDIR/work/#ovlfs.orphans`, made if missing.
+    fn orphans_dir(&self) -> SysResult<std::os::fd::OwnedFd> {
+        let work = self.work_fd()?;
+        match sys::mkdir_at(work, OsStr::new(crate::workdir::ORPHANS), 0o700) {
+            Ok(()) | Err(Errno::EXIST) => {}
+            Err(e) => return Err(e),
+        }
+        sys::open_path_at(work, OsStr::new(crate::workdir::ORPHANS))
+    }
+
+    /// Before the last name of an upper file the kernel holds goes away (unlink, rename
+    /// over it), under a supervisor: a hard link in `WORKDIR/work/#ovlfs.orphans` keeps the
+    /// object until the kernel forgets the node. A worker restart closes every fd of the
+    /// dead worker; without the link the filesystem would free the inode and could give its
+    /// number (the node id) to a new file while the kernel still caches the old one, and the
+    /// next worker could not open the file again. The kept file shows one link, not zero.
+    pub fn keep_while_held(&self, id: u64) {
+        let Some(refs) = self.inodes.refs() else {
+            return;
+        };
+        let Some(node) = self.inodes.get(id) else {
+            return;
+        };
+        if node.is_dir() {
+            return;
+        }
+        let state = node.read();
+        let Some(fd) = state.top().fd.held() else {
+            return;
+        };
+        if !self.stack.is_upper(state.top().layer)
+            || !sys::stat_fd(fd).is_ok_and(|st| st.st_nlink == 1)
+        {
+            return;
+        }
+        let kept = self.orphans_dir().and_then(|dir| {
+            match sys::link_fd_at(fd, dir.as_fd(), OsStr::new(&id.to_string())) {
+                Ok(()) | Err(Errno::EXIST) => Ok(()),
+                Err(e) => Err(e),
+            }
+        });
+        match kept {
+            Ok(()) => {
+                node.set_orphaned();
+                refs.set_orphan(node.slot());
+            }
+            Err(e) => log::warn!("cannot keep node {id} across a restart: {e}"),
+        }
     }
 
     pub fn getattr(&self, id: u64) -> SysResult<FileAttr> {

@@ -363,3 +363,46 @@ fn without_resend_requests_in_flight_fail_once() {
         assert!(names.count() > 0);
     });
 }
+
+/// An open file whose name was deleted survives worker restarts (its object is kept in the
+/// workdir's orphans while the kernel holds it), and the kept link goes once it is closed.
+#[test]
+fn unlinked_open_file_survives_restarts() {
+    use std::os::unix::fs::FileExt;
+    let l = layers(1);
+    let m = mount(&l);
+    let supervisor = m.pid().expect("the supervisor's pid");
+    let (mnt, orphans) = (l.mnt.clone(), l.root.join("work/work/#ovlfs.orphans"));
+    with_watchdog(30, &l.mnt, move || {
+        let path = mnt.join("w0/doomed");
+        fs::write(&path, b"hello world").unwrap();
+        let f = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        fs::remove_file(&path).unwrap();
+        let mut worker = worker_of(supervisor).expect("a worker");
+        for (i, (at, data)) in [(0u64, &b"HELLO"[..]), (6, b"WORLD")].iter().enumerate() {
+            kill_pid(worker, rustix::process::Signal::KILL);
+            worker = next_worker(supervisor, worker, Duration::from_secs(10)).expect("a worker");
+            wait_served(&mnt, i as u64);
+            f.write_all_at(data, *at).expect("write after the restart");
+        }
+        let mut back = [0u8; 11];
+        f.read_exact_at(&mut back, 0)
+            .expect("read after the restarts");
+        assert_eq!(&back, b"HELLO WORLD");
+        assert!(!path.exists());
+        drop(f);
+        // The kernel forgets the node soon after the last close; then the link goes.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while fs::read_dir(&orphans).map_or(0, |d| d.count()) > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the orphan link stayed after the close"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    });
+}

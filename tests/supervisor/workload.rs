@@ -128,8 +128,8 @@ fn run_thread(
     // A lower file read through one fd for the whole run.
     let lower_fd = File::open(dir.join("l0")).map_err(|e| fail(format!("open l0: {e}")));
     let lower_l0 = lower_content(t, 0);
-    // The held lower file's name (renames move it): never unlinked, since an open file whose
-    // name is deleted does not survive a restart (docs/design.md, "The supervisor").
+    // The held lower file's name (renames move it): never unlinked, since an open lower file
+    // whose name is deleted does not survive a restart (docs/design.md, "The supervisor").
     let mut held_lower_name = "l0".to_string();
     let mut counter = 0u64;
     while !stop.load(Ordering::Relaxed) {
