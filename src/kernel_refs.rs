@@ -39,6 +39,8 @@ const H_HANDLE_HWM: usize = 5;
 const H_INIT_SET: usize = 6;
 const H_INIT: usize = 7;
 const INIT_WORDS: usize = 8;
+/// Workers started on this table so far.
+const H_WORKERS: usize = H_INIT + INIT_WORDS;
 const HEADER_WORDS: usize = 512;
 
 // Node slots: id, parent id, lookup count, meta (name length | how << 16), st_ino, file
@@ -199,6 +201,11 @@ impl KernelRefs {
             .unwrap_or_else(|e| e.into_inner())
             .free
             .push(slot);
+    }
+
+    /// Counts one more worker on this table; the number of earlier ones.
+    pub fn next_worker(&self) -> u64 {
+        self.w()[H_WORKERS].fetch_add(1, Ordering::AcqRel)
     }
 
     // ---- the INIT record ----------------------------------------------------------------

@@ -296,7 +296,9 @@ impl Overlay {
         let Some(refs) = self.inodes.refs() else {
             return;
         };
-        let Some(node) = self.inodes.get(id) else {
+        // A node an earlier worker handed out is made live first (found by its name, which
+        // still exists): the kernel may hold it without having used it since the restart.
+        let Ok(node) = self.node(id) else {
             return;
         };
         if node.is_dir() {
