@@ -26,6 +26,8 @@ pub enum DataPath {
 pub type MakeBacking<'a> = &'a dyn Fn(BorrowedFd<'_>) -> io::Result<BackingId>;
 
 const SHARDS: usize = 16;
+/// Handle numbers of the n-th worker of a supervised mount start at `n << WORKER_SHIFT`.
+const WORKER_SHIFT: u32 = 40;
 
 /// An open file: the real fd of the layer object that was on top when it was opened.
 #[derive(Debug)]
@@ -119,8 +121,13 @@ impl HandleTable {
         Some(handle)
     }
 
-    /// Records every handle from now on in `refs` (under a supervisor).
+    /// Records every handle from now on in `refs` (under a supervisor). Each worker numbers
+    /// its handles in its own range: a number an earlier worker gave out may still be in
+    /// use by a request sent again (a RELEASE, say), so it must not name a new handle.
     pub fn attach_refs(&self, refs: Arc<KernelRefs>) {
+        let worker = refs.next_worker();
+        self.next
+            .fetch_max((worker << WORKER_SHIFT) | 1, Ordering::Relaxed);
         let _ = self.refs.set(refs);
     }
 

@@ -79,6 +79,8 @@ pub struct Node {
     superseded: AtomicBool,
     /// Where the node is recorded for a worker that takes over (see [`crate::kernel_refs`]).
     slot: u32,
+    /// Its object is kept in the workdir's orphans while the kernel holds the node.
+    orphaned: AtomicBool,
     /// Reclaim epoch of the last lookup (see [`crate::fdbudget::epoch`]).
     last_used: AtomicU32,
     // Lock order (outermost first): `copy_up`, then `state`, then `io`; a parent's locks
@@ -146,6 +148,15 @@ impl Node {
         }
     }
 
+    pub fn slot(&self) -> u32 {
+        self.slot
+    }
+
+    /// Its object is now kept as an orphan (its last name is gone).
+    pub fn set_orphaned(&self) {
+        self.orphaned.store(true, Ordering::Release);
+    }
+
     pub fn last_used(&self) -> u32 {
         self.last_used.load(Ordering::Relaxed)
     }
@@ -174,6 +185,7 @@ impl Node {
             lookups: AtomicU64::new(lookups),
             superseded: AtomicBool::new(false),
             slot,
+            orphaned: AtomicBool::new(false),
             last_used: AtomicU32::new(if lookups > 0 {
                 crate::fdbudget::epoch()
             } else {
@@ -184,6 +196,21 @@ impl Node {
             io: Default::default(),
         }
     }
+}
+
+/// A live node for one an earlier worker recorded, with the kernel's lookup count of it.
+fn inherited_node(id: u64, file_type: u32, state: NodeState, record: &NodeRecord) -> Arc<Node> {
+    let node = Node::new(
+        id,
+        record.ino,
+        file_type,
+        record.lookups,
+        record.slot,
+        state,
+    );
+    node.superseded.store(record.superseded, Ordering::Release);
+    node.orphaned.store(record.orphan, Ordering::Release);
+    Arc::new(node)
 }
 
 fn shard_of(x: u64) -> usize {
@@ -373,19 +400,19 @@ impl InodeTable {
         Arc::new(Node::new(id, ino, file_type, lookups, slot, state))
     }
 
-    /// The kernel dropped `n` references; the node goes when none remain.
-    pub fn forget(&self, id: u64, n: u64) {
+    /// The kernel dropped `n` references; the node goes when none remain. Returns whether a
+    /// node whose object was kept as an orphan went (its orphan link is then removed).
+    pub fn forget(&self, id: u64, n: u64) -> bool {
         let mut shard = write_shard(self.shard(id));
         let Some(node) = shard.get(&id) else {
             drop(shard);
-            self.forget_inherited(id, n);
-            return;
+            return self.forget_inherited(id, n);
         };
         let left = node.lookups.load(Ordering::Acquire).saturating_sub(n);
         node.lookups.store(left, Ordering::Release);
         self.record_lookups(node.slot, left);
         if left > 0 || id == ROOT_ID {
-            return;
+            return false;
         }
         if node.id != node.ino {
             // A successor: its alias goes with it (aliases are locked before shards).
@@ -393,17 +420,21 @@ impl InodeTable {
             drop(shard);
             let mut aliases = self.aliases.lock().unwrap_or_else(|e| e.into_inner());
             shard = write_shard(self.shard(id));
-            let Some(node) = shard.get(&id) else { return };
+            let Some(node) = shard.get(&id) else {
+                return false;
+            };
             if node.lookups.load(Ordering::Acquire) > 0 {
-                return; // looked up again meanwhile
+                return false; // looked up again meanwhile
             }
             if aliases.get(&ino) == Some(&id) {
                 aliases.remove(&ino);
                 self.alias_count.store(aliases.len(), Ordering::Release);
             }
         }
+        let mut orphan = false;
         if let Some(node) = shard.remove(&id) {
             self.unrecord(node.slot);
+            orphan = node.orphaned.load(Ordering::Acquire);
         }
         // Tables never shrink by themselves: give memory back once a big tree is gone.
         if shard.capacity() > 4096 && shard.len() * 4 < shard.capacity() {
@@ -414,6 +445,7 @@ impl InodeTable {
         if self.freed.fetch_add(1, Ordering::Relaxed) % 65_536 == 65_535 {
             crate::sys::release_free_memory();
         }
+        orphan
     }
 
     // ---- the shared record of the kernel's nodes (see `kernel_refs`) ----------------------
@@ -489,15 +521,7 @@ impl InodeTable {
             return Some(node.clone());
         }
         let record = self.take_inherited(id)?;
-        let node = Arc::new(Node::new(
-            id,
-            record.ino,
-            file_type,
-            record.lookups,
-            record.slot,
-            state,
-        ));
-        node.superseded.store(record.superseded, Ordering::Release);
+        let node = inherited_node(id, file_type, state, &record);
         shard.insert(id, node.clone());
         Some(node)
     }
@@ -509,6 +533,33 @@ impl InodeTable {
         {
             refs.mark_superseded(node.slot);
         }
+    }
+
+    /// The node serving inode number `ino`, made from `state`: live again if an earlier
+    /// worker handed it to the kernel (its successor's id, else the number's own), so that a
+    /// rename or removal through it is recorded; else detached (outside the table) for
+    /// copy-up.
+    pub fn inherited_or_detached(&self, ino: u64, file_type: u32, state: NodeState) -> Arc<Node> {
+        if self.inherited_any.load(Ordering::Acquire) {
+            for id in self.alias_of(ino).into_iter().chain([ino]) {
+                let Some(record) = self.inherited(id) else {
+                    continue;
+                };
+                if record.ino != ino || record.file_type != file_type {
+                    continue;
+                }
+                let mut shard = write_shard(self.shard(id));
+                if let Some(node) = shard.get(&id) {
+                    return node.clone();
+                }
+                if let Some(record) = self.take_inherited(id) {
+                    let node = inherited_node(id, file_type, state, &record);
+                    shard.insert(id, node.clone());
+                    return node;
+                }
+            }
+        }
+        Arc::new(Node::detached(ino, file_type, state))
     }
 
     /// The node now goes by `name` in `parent` (rename; another name of a hard link).
@@ -526,19 +577,35 @@ impl InodeTable {
         state.name = name.to_owned();
     }
 
+    /// The id of the successor serving inode number `ino`, if it has one.
+    fn alias_of(&self, ino: u64) -> Option<u64> {
+        if self.alias_count.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        let aliases = self.aliases.lock().unwrap_or_else(|e| e.into_inner());
+        aliases.get(&ino).copied()
+    }
+
+    /// Every node id the kernel may hold for inode number `ino`: the number's own and its
+    /// successor's, live or recorded by an earlier worker.
+    pub fn ids_of(&self, ino: u64) -> Vec<u64> {
+        let held = |id: u64| {
+            self.get(id).is_some_and(|n| n.ino == ino)
+                || self.inherited(id).is_some_and(|r| r.ino == ino)
+        };
+        std::iter::once(ino)
+            .chain(self.alias_of(ino))
+            .filter(|&id| held(id))
+            .collect()
+    }
+
     fn rename_others(&self, node: &Node, parent: &Arc<Node>, name: &OsStr, refs: &KernelRefs) {
         let ino = node.ino;
-        let alias = match self.alias_count.load(Ordering::Acquire) {
-            0 => None,
-            _ => {
-                let aliases = self.aliases.lock().unwrap_or_else(|e| e.into_inner());
-                aliases.get(&ino).copied()
-            }
-        };
-        for id in std::iter::once(ino).chain(alias) {
+        for id in std::iter::once(ino).chain(self.alias_of(ino)) {
             match self.get(id) {
                 Some(other) if std::ptr::eq(other.as_ref(), node) => {}
-                Some(other) if other.ino == ino => {
+                // An orphan has no name any more (see `Overlay::keep_while_held`).
+                Some(other) if other.ino == ino && !other.orphaned.load(Ordering::Acquire) => {
                     refs.rename_node(other.slot, parent.id, name);
                     // Best effort: its own rename may hold it (its record is right either way).
                     if let Ok(mut state) = other.state.try_write() {
@@ -551,6 +618,7 @@ impl InodeTable {
                     let mut map = self.inherited.lock().unwrap_or_else(|e| e.into_inner());
                     if let Some(record) = map.get_mut(&id)
                         && record.ino == ino
+                        && !record.orphan
                     {
                         record.parent = parent.id;
                         record.name = name.to_owned();
@@ -602,18 +670,18 @@ impl InodeTable {
         }
     }
 
-    fn forget_inherited(&self, id: u64, n: u64) {
+    fn forget_inherited(&self, id: u64, n: u64) -> bool {
         if !self.inherited_any.load(Ordering::Acquire) {
-            return;
+            return false;
         }
         // A successor's alias goes with it (aliases are locked first).
         let mut aliases = self.aliases.lock().unwrap_or_else(|e| e.into_inner());
         let mut map = self.inherited.lock().unwrap_or_else(|e| e.into_inner());
         let Some(record) = map.get_mut(&id) else {
-            return;
+            return false;
         };
         record.lookups = record.lookups.saturating_sub(n);
-        let (slot, left, ino) = (record.slot, record.lookups, record.ino);
+        let (slot, left, ino, orphan) = (record.slot, record.lookups, record.ino, record.orphan);
         if left == 0 {
             map.remove(&id);
             self.unrecord(slot);
@@ -621,9 +689,10 @@ impl InodeTable {
                 aliases.remove(&ino);
                 self.alias_count.store(aliases.len(), Ordering::Release);
             }
-        } else {
-            self.record_lookups(slot, left);
+            return orphan;
         }
+        self.record_lookups(slot, left);
+        false
     }
 
     /// Every live node (for reclaim; no node lock is taken under a shard lock).
@@ -646,132 +715,4 @@ impl InodeTable {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::lookup::ObjFd;
-
-    fn leaf() -> NodeState {
-        let fd = std::fs::File::open("/dev/null").expect("/dev/null");
-        NodeState {
-            objects: Objects::one(
-                false,
-                LayerObject {
-                    layer: 1,
-                    fd: ObjFd::open(fd.into()),
-                },
-            ),
-            parent: None,
-            name: "f".into(),
-        }
-    }
-
-    fn table() -> InodeTable {
-        let fd = std::fs::File::open("/").expect("/");
-        let root = NodeState {
-            objects: Objects::one(
-                true,
-                LayerObject {
-                    layer: 0,
-                    fd: ObjFd::open(fd.into()),
-                },
-            ),
-            parent: None,
-            name: Default::default(),
-        };
-        InodeTable::new(root, 2)
-    }
-
-    const REG: u32 = libc::S_IFREG;
-
-    #[test]
-    fn a_superseded_node_gets_a_successor_until_both_are_forgotten() {
-        let t = table();
-        let old = t.lookup_or_insert(500, REG, leaf());
-        assert_eq!(old.id, 500, "node id = inode number normally");
-        assert!(Arc::ptr_eq(&t.lookup_or_insert(500, REG, leaf()), &old));
-        old.superseded.store(true, Ordering::Release);
-        let new = t.lookup_or_insert(500, REG, leaf());
-        assert_ne!(new.id, 500, "a fresh id for the successor");
-        assert_eq!(new.ino, 500, "the same inode number");
-        assert!(Arc::ptr_eq(&t.lookup_or_insert(500, REG, leaf()), &new));
-        assert!(Arc::ptr_eq(&t.current(500).expect("current"), &new));
-        // The old node goes with its last reference; the number still leads to the successor.
-        t.forget(500, 2);
-        assert!(t.get(500).is_none());
-        assert!(Arc::ptr_eq(&t.lookup_or_insert(500, REG, leaf()), &new));
-        // Then the successor and its alias go: the number is its own id again.
-        t.forget(new.id, 3);
-        assert!(t.get(new.id).is_none());
-        assert!(t.current(500).is_none());
-        let again = t.lookup_or_insert(500, REG, leaf());
-        assert_eq!(again.id, 500);
-        assert_eq!(t.alias_count.load(Ordering::Acquire), 0);
-    }
-
-    #[test]
-    fn forgetting_the_successor_first_leaves_the_old_node_alone() {
-        let t = table();
-        let old = t.lookup_or_insert(700, REG, leaf());
-        old.superseded.store(true, Ordering::Release);
-        let new = t.lookup_or_insert(700, REG, leaf());
-        t.forget(new.id, 1);
-        assert!(t.get(new.id).is_none());
-        assert!(Arc::ptr_eq(&t.get(700).expect("old node"), &old));
-        // A later lookup makes another successor: the old id still serves the old opens.
-        let newer = t.lookup_or_insert(700, REG, leaf());
-        assert_ne!(newer.id, 700);
-        assert_ne!(newer.id, new.id);
-        assert_eq!(t.len(), 3, "root, old node, newer successor");
-    }
-
-    /// What a worker taking over finds: a renamed successor's superseded node by the new
-    /// name, lookups of the number on the successor (never the superseded id), a fresh id
-    /// once the successor is forgotten.
-    #[test]
-    fn a_new_worker_keeps_a_superseded_node_and_its_successor_apart() {
-        use std::os::fd::AsFd;
-        let fd = crate::kernel_refs::create().expect("memfd");
-        let attached = || {
-            let t = table();
-            t.attach_refs(Arc::new(KernelRefs::open(fd.as_fd()).expect("map")));
-            t
-        };
-        let t1 = attached();
-        let old = t1.lookup_or_insert(500, REG, leaf());
-        old.superseded.store(true, Ordering::Release);
-        t1.note_superseded(&old);
-        let new = t1.lookup_or_insert(500, REG, leaf());
-        let root = t1.get(ROOT_ID).expect("root");
-        t1.set_name(&new, &mut new.write(), root, OsStr::new("moved"));
-
-        let t2 = attached();
-        let record = t2.inherited(500).expect("the superseded node's record");
-        assert!(record.superseded);
-        assert_eq!(record.name, "moved", "it follows its successor's rename");
-        let again = t2.lookup_or_insert(500, REG, leaf());
-        assert_eq!(
-            again.id, new.id,
-            "the kernel's successor id serves the number"
-        );
-        assert!(
-            t2.restore(500, REG, leaf())
-                .expect("restored")
-                .is_superseded()
-        );
-
-        let t3 = attached();
-        t3.forget(new.id, 2);
-        let newer = t3.lookup_or_insert(500, REG, leaf());
-        assert!(newer.id != 500 && newer.id != new.id, "id {}", newer.id);
-    }
-
-    #[test]
-    fn an_inode_number_equal_to_a_taken_id_gets_an_id_of_its_own() {
-        let t = table();
-        // The root's id is 1; an object whose number is 1 must not become the root.
-        let node = t.lookup_or_insert(ROOT_ID, REG, leaf());
-        assert_ne!(node.id, ROOT_ID);
-        assert_eq!(node.ino, ROOT_ID);
-        assert!(t.get(ROOT_ID).expect("root").is_dir());
-    }
-}
+mod tests;

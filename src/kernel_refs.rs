@@ -39,6 +39,8 @@ const H_HANDLE_HWM: usize = 5;
 const H_INIT_SET: usize = 6;
 const H_INIT: usize = 7;
 const INIT_WORDS: usize = 8;
+/// Workers started on this table so far.
+const H_WORKERS: usize = H_INIT + INIT_WORDS;
 const HEADER_WORDS: usize = 512;
 
 // Node slots: id, parent id, lookup count, meta (name length | how << 16), st_ino, file
@@ -58,6 +60,9 @@ const N_NAME: usize = 8;
 /// How a recorded node is found again. Only one way today; a node id that is not simply
 /// "the object at parent/name" (a second node id for one `st_ino`) gets another value.
 const HOW_PARENT_NAME: u64 = 1;
+/// The node's last name is gone while the kernel holds it: its object is kept as
+/// `WORKDIR/work/#ovlfs.orphans/ID` (see `Overlay::keep_while_held`).
+const HOW_ORPHAN: u64 = 2;
 
 // Handle slots: fh, node id, open flags, kind, backing id + 1 (0: none), spare words.
 const HANDLE_WORDS: usize = 8;
@@ -87,6 +92,8 @@ pub struct NodeRecord {
     pub file_type: u32,
     /// New opens must go to a successor (see [`KernelRefs::mark_superseded`]).
     pub superseded: bool,
+    /// Found again as an orphan (see `HOW_ORPHAN`), not by parent and name.
+    pub orphan: bool,
 }
 
 /// An open handle of an earlier worker.
@@ -202,6 +209,11 @@ impl KernelRefs {
             .push(slot);
     }
 
+    /// Counts one more worker on this table; the number of earlier ones.
+    pub fn next_worker(&self) -> u64 {
+        self.w()[H_WORKERS].fetch_add(1, Ordering::AcqRel)
+    }
+
     // ---- the INIT record ----------------------------------------------------------------
 
     pub fn init_record(&self) -> Option<[u64; INIT_WORDS]> {
@@ -258,6 +270,15 @@ impl KernelRefs {
         }
     }
 
+    /// The node's object is kept as an orphan from now on.
+    pub fn set_orphan(&self, slot: u32) {
+        if slot != NO_SLOT {
+            let word = &self.w()[self.node_base(slot) + N_META];
+            let len = word.load(Ordering::Acquire) & 0xffff;
+            word.store(len | HOW_ORPHAN << 16, Ordering::Release);
+        }
+    }
+
     pub fn set_lookups(&self, slot: u32, lookups: u64) {
         if slot != NO_SLOT {
             self.w()[self.node_base(slot) + N_LOOKUPS].store(lookups, Ordering::Release);
@@ -293,7 +314,8 @@ impl KernelRefs {
                 continue;
             }
             let meta = w[b + N_META].load(Ordering::Acquire);
-            if meta >> 16 != HOW_PARENT_NAME {
+            let how = meta >> 16;
+            if how != HOW_PARENT_NAME && how != HOW_ORPHAN {
                 continue;
             }
             let len = (meta & 0xffff) as usize;
@@ -312,6 +334,7 @@ impl KernelRefs {
                     lookups: w[b + N_LOOKUPS].load(Ordering::Acquire),
                     file_type: w[b + N_TYPE].load(Ordering::Relaxed) as u32,
                     superseded: w[b + N_TYPE].load(Ordering::Acquire) & SUPERSEDED != 0,
+                    orphan: how == HOW_ORPHAN,
                 },
             );
         }
@@ -389,6 +412,7 @@ mod tests {
         a.set_lookups(s2, 5);
         a.remove_node(s3);
         a.rename_node(s1, 1, OsStr::new("moved"));
+        a.set_orphan(s2);
         let h = a.add_handle(HandleRecord {
             fh: 9,
             node: 200,
@@ -406,6 +430,7 @@ mod tests {
         assert_eq!(nodes[&200].name.len(), 255);
         assert_eq!(nodes[&200].lookups, 5);
         assert_eq!(nodes[&200].parent, 100);
+        assert!(nodes[&200].orphan && !nodes[&100].orphan);
         let handles = b.handles();
         assert_eq!(handles.len(), 1);
         assert_eq!(handles[0].1.backing, Some(0));

@@ -492,9 +492,12 @@ fn start_worker(
     }
     // Nothing of a dead worker's staging is in use any more: cleared as at mount time.
     if let Some(dir) = &config.workdir {
-        let work = WorkdirLock::held_by_supervisor(dir)
-            .and_then(WorkdirLock::prepare)
-            .map_err(|e| report(format!("ovlfs: {e}")))?;
+        let lock = WorkdirLock::held_by_supervisor(dir);
+        let work = match inherited {
+            Some(_) => lock.and_then(WorkdirLock::prepare_keeping_orphans),
+            None => lock.and_then(WorkdirLock::prepare),
+        }
+        .map_err(|e| report(format!("ovlfs: {e}")))?;
         let _ = overlay.work.set(work);
     }
     if inherited.is_some() {

@@ -190,6 +190,27 @@ impl Overlay {
         if depth > 4096 {
             return Err(Errno::STALE);
         }
+        if record.orphan {
+            // No name leads to it any more: its object is the orphan link.
+            let dir = self.orphans_dir()?;
+            let fd = sys::open_path_at(dir.as_fd(), OsStr::new(&id.to_string()))
+                .map_err(|_| Errno::STALE)?;
+            let state = NodeState {
+                objects: lookup::Objects::new(
+                    false,
+                    vec![LayerObject {
+                        layer: 0,
+                        fd: lookup::ObjFd::open(fd),
+                    }],
+                ),
+                parent: self.inodes.get(crate::inode::ROOT_ID),
+                name: record.name,
+            };
+            return self
+                .inodes
+                .restore(id, record.file_type, state)
+                .ok_or(Errno::STALE);
+        }
         let parent = match self.inodes.get(record.parent) {
             Some(parent) => parent,
             None => self.inherited_node(record.parent, depth + 1)?,
@@ -296,7 +317,75 @@ impl Overlay {
     }
 
     pub fn forget(&self, id: u64, n: u64) {
-        self.inodes.forget(id, n);
+        if self.inodes.forget(id, n)
+            && let Ok(dir) = self.orphans_dir()
+        {
+            let _ = sys::unlink_at(dir.as_fd(), OsStr::new(&id.to_string()));
+        }
+    }
+
+    /// `WORKDIR/work/#ovlfs.orphans`, made if missing.
+    fn orphans_dir(&self) -> SysResult<std::os::fd::OwnedFd> {
+        let work = self.work_fd()?;
+        match sys::mkdir_at(work, OsStr::new(crate::workdir::ORPHANS), 0o700) {
+            Ok(()) | Err(Errno::EXIST) => {}
+            Err(e) => return Err(e),
+        }
+        sys::open_path_at(work, OsStr::new(crate::workdir::ORPHANS))
+    }
+
+    /// Before the last name of an upper file the kernel holds goes away (unlink, rename
+    /// over it), under a supervisor: a hard link in `WORKDIR/work/#ovlfs.orphans` keeps the
+    /// object until the kernel forgets the node. A worker restart closes every fd of the
+    /// dead worker; without the link the filesystem would free the inode and could give its
+    /// number (the node id) to a new file while the kernel still caches the old one, and the
+    /// next worker could not open the file again. The kept file shows one link, not zero.
+    /// Every node id of inode number `ino` gets a link of its own (a superseded node and its
+    /// successor are two kernel inodes of one object).
+    pub fn keep_while_held(&self, ino: u64) {
+        let Some(refs) = self.inodes.refs() else {
+            return;
+        };
+        // A node an earlier worker handed out is made live first (found by its name, which
+        // still exists): the kernel may hold it without having used it since the restart.
+        let nodes: Vec<_> = (self.inodes.ids_of(ino).into_iter())
+            .filter_map(|id| self.node(id).ok())
+            .collect();
+        let Some(first) = nodes.first() else {
+            return;
+        };
+        let last_name = {
+            let state = first.read();
+            !first.is_dir()
+                && self.stack.is_upper(state.top().layer)
+                && state
+                    .top()
+                    .fd
+                    .held()
+                    .is_some_and(|fd| sys::stat_fd(fd).is_ok_and(|st| st.st_nlink == 1))
+        };
+        if !last_name {
+            return;
+        }
+        for node in nodes {
+            let state = node.read();
+            let Some(fd) = state.top().fd.held() else {
+                continue;
+            };
+            let kept = self.orphans_dir().and_then(|dir| {
+                match sys::link_fd_at(fd, dir.as_fd(), OsStr::new(&node.id.to_string())) {
+                    Ok(()) | Err(Errno::EXIST) => Ok(()),
+                    Err(e) => Err(e),
+                }
+            });
+            match kept {
+                Ok(()) => {
+                    node.set_orphaned();
+                    refs.set_orphan(node.slot());
+                }
+                Err(e) => log::warn!("cannot keep node {} across a restart: {e}", node.id),
+            }
+        }
     }
 
     /// How long the kernel may keep the attributes of node `id`. A superseded node's are

@@ -113,8 +113,6 @@ pub struct Supervisor {
     binary: Mutex<OwnedFd>,
     worker: Mutex<Option<u32>>,
     upgrade: Mutex<Option<Upgrade>>,
-    /// Workers started so far (the first included).
-    pub started: std::sync::atomic::AtomicU64,
 }
 
 impl Supervisor {
@@ -139,7 +137,6 @@ impl Supervisor {
             binary: Mutex::new(binary),
             worker: Mutex::new(None),
             upgrade: Mutex::new(None),
-            started: Default::default(),
         })
     }
 
@@ -183,8 +180,6 @@ impl Supervisor {
         let spawned = cmd.spawn().or_else(|_| cmd.current_dir("/").spawn());
         drop(ready_write);
         let mut child = spawned.map_err(|e| format!("ovlfs: cannot start the worker: {e}"))?;
-        self.started
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let own = sys::oom_score_adj(sys::getpid()).unwrap_or(0);
         if let Err(e) = sys::set_oom_score_adj(child.id(), (own + OOM_SCORE_STEP).min(1000)) {
             log::warn!("cannot raise the worker's oom_score_adj: {e}");

@@ -7,7 +7,8 @@
 //! afterwards, and the supervisor's fd count and RSS must not grow with restarts.
 //!
 //! CI (default): 15 kills, 4 threads. Long: `OVLFS_SUPERVISOR_KILLS=100 cargo test --release
-//! --test supervisor -- --nocapture` (also `OVLFS_SUPERVISOR_THREADS`, `OVLFS_SUPERVISOR_SEED`).
+//! --test supervisor -- --nocapture` (also `OVLFS_SUPERVISOR_THREADS`, `OVLFS_SUPERVISOR_SEED`,
+//! `OVLFS_SUPERVISOR_OPTS`).
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -108,10 +109,14 @@ fn layers(threads: usize) -> Layers {
     }
 }
 
+/// A daemonized mount (with its supervisor); `OVLFS_SUPERVISOR_OPTS` adds `-o` options
+/// (e.g. `passthrough=off` for the writeback-cache data path).
 fn mount(l: &Layers) -> OvlfsMount {
-    Ovlfs::new([&l.lower])
-        .upper(&l.upper, l.root.join("work"))
-        .mount_daemon(&l.mnt)
+    let mut o = Ovlfs::new([&l.lower]).upper(&l.upper, l.root.join("work"));
+    if let Ok(extra) = std::env::var("OVLFS_SUPERVISOR_OPTS") {
+        o = o.opt(&extra);
+    }
+    o.mount_daemon(&l.mnt)
 }
 
 /// After the ovlfs mount is gone: the kernel's overlayfs reads the same tree from the layers
@@ -305,17 +310,28 @@ fn a_held_lower_file_renamed_and_copied_up_survives_restarts() {
         read_name("d", "at last");
         let md = fs::metadata(dir.join("d")).unwrap();
         assert_eq!(md.len(), want.len() as u64);
-        // An open file whose name is gone is lost to the next worker (its backing id is
-        // closed); the kernel's passthrough reads go on all the same.
-        let held_d = fs::File::open(dir.join("d")).unwrap();
-        fs::remove_file(dir.join("d")).unwrap();
+        // A held lower file copied up, its successor held too, then its name deleted: both
+        // node ids are kept (orphans) and served by the next worker.
+        let held_l1 = fs::File::open(dir.join("l1")).unwrap();
+        fs::rename(dir.join("l1"), dir.join("e")).unwrap();
+        let held_e = fs::File::open(dir.join("e")).unwrap();
+        fs::remove_file(dir.join("e")).unwrap();
         kill_worker(supervisor, &mnt, 5);
-        match std::os::unix::fs::FileExt::read_at(&held_d, &mut [0u8; 16], 0) {
-            Ok(n) => assert!(is_root() && n > 0, "only a passthrough fd reads on"),
-            Err(e) => assert_eq!(e.raw_os_error(), Some(libc::EBADF), "a lost handle"),
+        let want_l1 = workload::lower_content(0, 1);
+        for (f, what) in [
+            (&held_l1, "the superseded node"),
+            (&held_e, "its successor"),
+        ] {
+            let mut back = vec![0u8; want_l1.len()];
+            std::os::unix::fs::FileExt::read_exact_at(f, &mut back, 0)
+                .unwrap_or_else(|e| panic!("read through {what} after the delete: {e}"));
+            assert!(back == want_l1, "{what} reads other data");
+            let md = f
+                .metadata()
+                .unwrap_or_else(|e| panic!("fstat of {what} after the delete: {e}"));
+            assert_eq!(md.len(), want_l1.len() as u64, "{what}");
         }
-        drop(held_d);
-        assert!(!dir.join("d").exists());
+        assert!(!dir.join("e").exists());
     });
     m.assert_no_panic_logged("after the kills");
 }
@@ -447,5 +463,48 @@ fn without_resend_requests_in_flight_fail_once() {
         }
         let names = fs::read_dir(mnt.join("w0")).expect("the mount still serves");
         assert!(names.count() > 0);
+    });
+}
+
+/// An open file whose name was deleted survives worker restarts (its object is kept in the
+/// workdir's orphans while the kernel holds it), and the kept link goes once it is closed.
+#[test]
+fn unlinked_open_file_survives_restarts() {
+    use std::os::unix::fs::FileExt;
+    let l = layers(1);
+    let m = mount(&l);
+    let supervisor = m.pid().expect("the supervisor's pid");
+    let (mnt, orphans) = (l.mnt.clone(), l.root.join("work/work/#ovlfs.orphans"));
+    with_watchdog(30, &l.mnt, move || {
+        let path = mnt.join("w0/doomed");
+        fs::write(&path, b"hello world").unwrap();
+        let f = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        fs::remove_file(&path).unwrap();
+        let mut worker = worker_of(supervisor).expect("a worker");
+        for (i, (at, data)) in [(0u64, &b"HELLO"[..]), (6, b"WORLD")].iter().enumerate() {
+            kill_pid(worker, rustix::process::Signal::KILL);
+            worker = next_worker(supervisor, worker, Duration::from_secs(10)).expect("a worker");
+            wait_served(&mnt, i as u64);
+            f.write_all_at(data, *at).expect("write after the restart");
+        }
+        let mut back = [0u8; 11];
+        f.read_exact_at(&mut back, 0)
+            .expect("read after the restarts");
+        assert_eq!(&back, b"HELLO WORLD");
+        assert!(!path.exists());
+        drop(f);
+        // The kernel forgets the node soon after the last close; then the link goes.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while fs::read_dir(&orphans).map_or(0, |d| d.count()) > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the orphan link stayed after the close"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
     });
 }

@@ -128,8 +128,9 @@ fn run_thread(
     // A lower file read through one fd for the whole run.
     let lower_fd = File::open(dir.join("l0")).map_err(|e| fail(format!("open l0: {e}")));
     let lower_l0 = lower_content(t, 0);
-    // Its name: renames move it (and copy it up while it is open).
-    let mut lower_name = "l0".to_string();
+    // The held lower file's name (renames move it): never unlinked, since an open lower file
+    // whose name is deleted does not survive a restart (docs/design.md, "The supervisor").
+    let mut held_lower_name = "l0".to_string();
     let mut counter = 0u64;
     while !stop.load(Ordering::Relaxed) {
         counter += 1;
@@ -152,9 +153,13 @@ fn run_thread(
                 match fs::read(dir.join(&name)) {
                     Ok(data) if data == model[&name] => {}
                     Ok(data) => fail(format!(
-                        "read {name}: {} bytes, expected {}",
+                        "read {name}: {} bytes, expected {}; first difference at {}",
                         data.len(),
-                        model[&name].len()
+                        model[&name].len(),
+                        data.iter()
+                            .zip(&model[&name])
+                            .position(|(a, b)| a != b)
+                            .unwrap_or(data.len().min(model[&name].len()))
                     )),
                     Err(e) => fail(format!("read {name}: {e}")),
                 }
@@ -163,8 +168,8 @@ fn run_thread(
                 let (from, to) = (pick(&mut rng), format!("r{counter}"));
                 match fs::rename(dir.join(&from), dir.join(&to)) {
                     Ok(()) => {
-                        if from == lower_name {
-                            lower_name = to.clone();
+                        if from == held_lower_name {
+                            held_lower_name = to.clone();
                         }
                         let data = model.remove(&from).unwrap();
                         model.insert(to, data);
@@ -174,9 +179,7 @@ fn run_thread(
             }
             5 if names.len() > 3 => {
                 let name = pick(&mut rng);
-                if name == lower_name {
-                    // Held open below: an unlinked open file does not survive a restart
-                    // (docs/design.md, "The supervisor").
+                if name == held_lower_name {
                     continue;
                 }
                 match fs::remove_file(dir.join(&name)) {
