@@ -148,11 +148,8 @@ fn killed_workers_are_replaced_without_errors() {
 }
 
 /// The same through the kernel's writeback cache (the data path of unprivileged mounts):
-/// WRITEs of cached pages are in flight at every kill. Ignored: about one run in eight of 30
-/// kills ends with a file that read back right through the mount but is empty on disk after
-/// the unmount (docs/design.md, "The supervisor", known bug). Run it with `-- --ignored`.
+/// WRITEs of cached pages are in flight at every kill.
 #[test]
-#[ignore = "known bug with the writeback cache: see docs/design.md, The supervisor"]
 fn killed_workers_are_replaced_without_errors_with_the_writeback_cache() {
     kill_workers_under_load(
         Some("passthrough=off"),
