@@ -404,9 +404,19 @@ fn serve_supervised(
 /// `/dev/fuse` (no `clone_fd`), because the kernel ends the requests read through a cloned fd
 /// with `ECONNABORTED` when that fd is closed (its worker died), where requests read through
 /// the supervisor's fd stay queued for `FUSE_NOTIFY_RESEND`.
+///
+/// Each reader thread's request buffer is touched up to the largest request the kernel sends
+/// (`fs.fuse.max_pages_limit` pages, 1 MiB by default, plus the header): a request copied
+/// into a page touched for the first time while the worker is being killed fails with `EIO`
+/// instead of being sent again (seen as lost writeback data in `tests/supervisor`).
 fn worker_session_config(config: &Config) -> fuser::Config {
     let mut session = session_config(config);
     session.clone_fd = !resend_supported();
+    let max_pages = std::fs::read_to_string("/proc/sys/fs/fuse/max_pages_limit")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(256);
+    session.prefault_request_buffer = (max_pages + 2) * 4096;
     session
 }
 

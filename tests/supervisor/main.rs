@@ -112,9 +112,16 @@ fn layers(threads: usize) -> Layers {
 /// A daemonized mount (with its supervisor); `OVLFS_SUPERVISOR_OPTS` adds `-o` options
 /// (e.g. `passthrough=off` for the writeback-cache data path).
 fn mount(l: &Layers) -> OvlfsMount {
+    mount_with(l, None)
+}
+
+fn mount_with(l: &Layers, opts: Option<&str>) -> OvlfsMount {
     let mut o = Ovlfs::new([&l.lower]).upper(&l.upper, l.root.join("work"));
     if let Ok(extra) = std::env::var("OVLFS_SUPERVISOR_OPTS") {
         o = o.opt(&extra);
+    }
+    if let Some(opts) = opts {
+        o = o.opt(opts);
     }
     o.mount_daemon(&l.mnt)
 }
@@ -137,11 +144,24 @@ fn check_with_kernel(l: &Layers, models: &[workload::Model]) {
 
 #[test]
 fn killed_workers_are_replaced_without_errors() {
-    let kills = env_u64("OVLFS_SUPERVISOR_KILLS", 15);
+    kill_workers_under_load(None, env_u64("OVLFS_SUPERVISOR_KILLS", 15));
+}
+
+/// The same through the kernel's writeback cache (the data path of unprivileged mounts):
+/// WRITEs of cached pages are in flight at every kill.
+#[test]
+fn killed_workers_are_replaced_without_errors_with_the_writeback_cache() {
+    kill_workers_under_load(
+        Some("passthrough=off"),
+        env_u64("OVLFS_SUPERVISOR_KILLS", 10),
+    );
+}
+
+fn kill_workers_under_load(opts: Option<&str>, kills: u64) {
     let threads = env_u64("OVLFS_SUPERVISOR_THREADS", 4) as usize;
     let seed = env_u64("OVLFS_SUPERVISOR_SEED", 7);
     let l = layers(threads);
-    let m = mount(&l);
+    let m = mount_with(&l, opts);
     let supervisor = m.pid().expect("the supervisor's pid");
     let mnt = l.mnt.clone();
     let models = with_watchdog(60 + kills * 2, &l.mnt, move || {

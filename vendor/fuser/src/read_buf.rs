@@ -6,9 +6,6 @@ use crate::session::MAX_WRITE_SIZE;
 /// Size of the buffer for reading a request from the kernel. Since the kernel may send
 /// up to `MAX_WRITE_SIZE` bytes in a write request, we use that value plus some extra space.
 const BUFFER_SIZE: usize = MAX_WRITE_SIZE + 4096;
-/// ovlfs patch: the largest request the kernel sends by default (`fs.fuse.max_pages_limit`,
-/// 256 pages, of data plus the headers).
-const PREFAULT: usize = (256 + 2) * 4096;
 
 /// A buffer that provides an aligned sub-slice for FUSE operations.
 ///
@@ -24,19 +21,20 @@ impl FuseReadBuf {
     ///
     /// The actual buffer may be slightly larger to accommodate alignment requirements.
     pub(crate) fn new() -> Self {
-        let mut buffer = vec![0; BUFFER_SIZE];
-        // ovlfs patch: the pages a request can fill are made present now. The kernel copies
-        // a request into the reader's buffer after taking it off its queue; where a page is
-        // missing it must fault it in, which fails once the reading process has a fatal
-        // signal pending, and the kernel then ends the request with EIO instead of leaving
-        // it for the next reader. A worker killed while a thread takes its first requests
-        // (or a big WRITE) would fail a caller or lose written-back data.
-        for at in (0..PREFAULT.min(BUFFER_SIZE)).step_by(4096) {
-            buffer[at] = 1;
-        }
         Self {
-            buffer: std::hint::black_box(buffer),
+            buffer: vec![0; BUFFER_SIZE],
         }
+    }
+
+    /// ovlfs patch: a buffer whose first `bytes` are already backed by memory (see
+    /// `Config::prefault_request_buffer`).
+    pub(crate) fn prefaulted(bytes: usize) -> Self {
+        let mut buf = Self::new();
+        let end = bytes.min(buf.buffer.len());
+        for i in (0..end).step_by(4096) {
+            buf.buffer[i] = 1;
+        }
+        buf
     }
 
     /// Returns a mutable reference to the aligned portion of the buffer.

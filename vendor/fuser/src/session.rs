@@ -411,6 +411,7 @@ impl<FS: Filesystem> Session<FS> {
             let thread_name = format!("fuser-{i}");
             let event_loop = SessionEventLoop {
                 thread_name: thread_name.clone(),
+                prefault: config.prefault_request_buffer,
                 filesystem: filesystem.clone(),
                 ch,
                 allowed,
@@ -633,6 +634,8 @@ impl SessionUnmounter {
 pub(crate) struct SessionEventLoop<FS: Filesystem> {
     /// Cache thread name for faster `debug!`.
     pub(crate) thread_name: String,
+    /// ovlfs patch: see `Config::prefault_request_buffer`.
+    pub(crate) prefault: usize,
     pub(crate) ch: Channel,
     pub(crate) filesystem: Arc<FilesystemHolder<FS>>,
     pub(crate) allowed: SessionACL,
@@ -643,7 +646,7 @@ impl<FS: Filesystem> SessionEventLoop<FS> {
     fn event_loop(&self) -> io::Result<()> {
         // Buffer for receiving requests from the kernel. Only one is allocated and
         // it is reused immediately after dispatching to conserve memory and allocations.
-        let mut buf = FuseReadBuf::new();
+        let mut buf = FuseReadBuf::prefaulted(self.prefault);
         let buf = buf.as_mut();
         loop {
             // Read the next request from the given channel to kernel driver
