@@ -385,6 +385,8 @@ fn serve_supervised(
             return 1;
         }
     };
+    // Before the caller is told: an `--upgrade` right after the mount must find the socket.
+    supervisor.listen_for_upgrades(&config.mountpoint);
     if let Some(pipe) = ready {
         let _ = sys::write_all(pipe.as_fd(), b"ok");
         drop(pipe);
@@ -392,7 +394,6 @@ fn serve_supervised(
         crate::logging::to_syslog(&config.mountpoint);
     }
     handle_termination_signals(&config.mountpoint);
-    supervisor.listen_for_upgrades(&config.mountpoint);
     let code = supervisor.supervise(first);
     if code != 0 && !sys::fuse_connection_ended(supervisor.dev()) {
         lazy_unmount(&config.mountpoint);
