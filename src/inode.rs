@@ -244,6 +244,8 @@ pub struct InodeTable {
     /// Nodes an earlier worker handed to the kernel that this one has not resolved yet.
     inherited: Mutex<HashMap<u64, NodeRecord>>,
     inherited_any: AtomicBool,
+    /// Some inherited node is superseded (checked by lookups of new nodes, without the lock).
+    inherited_superseded_any: AtomicBool,
 }
 
 impl InodeTable {
@@ -258,6 +260,7 @@ impl InodeTable {
             refs: OnceLock::new(),
             inherited: Mutex::default(),
             inherited_any: AtomicBool::new(false),
+            inherited_superseded_any: AtomicBool::new(false),
         };
         // The root is never forgotten.
         let root = Arc::new(Node::new(
@@ -475,6 +478,8 @@ impl InodeTable {
             }
             self.alias_count.store(aliases.len(), Ordering::Release);
         }
+        self.inherited_superseded_any
+            .store(inherited.values().any(|r| r.superseded), Ordering::Release);
         self.inherited_any
             .store(!inherited.is_empty(), Ordering::Release);
         *self.inherited.lock().unwrap_or_else(|e| e.into_inner()) = inherited;
@@ -484,7 +489,7 @@ impl InodeTable {
     /// Whether the id `ino` is an unresolved superseded node of an earlier worker: the kernel
     /// inode it names still passes through to the old data, so no other node may take the id.
     fn inherited_superseded(&self, ino: u64) -> bool {
-        if !self.inherited_any.load(Ordering::Acquire) {
+        if !self.inherited_superseded_any.load(Ordering::Acquire) {
             return false;
         }
         let map = self.inherited.lock().unwrap_or_else(|e| e.into_inner());
