@@ -356,6 +356,55 @@ fn a_held_lower_file_renamed_and_copied_up_survives_restarts() {
     m.assert_no_panic_logged("after the kills");
 }
 
+/// The same with a lower hard link: held open through one name, copied up through the other
+/// (every name then shows the upper copy), then renamed, read by both names and killed, and
+/// renamed again by each new worker.
+#[test]
+fn a_held_lower_hard_link_copied_up_survives_restarts() {
+    let l = layers(1);
+    fs::hard_link(l.lower.join("w0/l2"), l.lower.join("w0/link")).unwrap();
+    let m = mount(&l);
+    let supervisor = m.pid().expect("the supervisor's pid");
+    let mnt = l.mnt.clone();
+    with_watchdog(60, &l.mnt, move || {
+        let dir = mnt.join("w0");
+        let want = workload::lower_content(0, 2);
+        let read_name = |name: &str, when: &str| {
+            let data =
+                fs::read(dir.join(name)).unwrap_or_else(|e| panic!("read {name} {when}: {e}"));
+            assert!(data == want, "{name} holds other data {when}");
+        };
+        let held = fs::File::open(dir.join("l2")).unwrap();
+        fs::rename(dir.join("link"), dir.join("moved")).unwrap();
+        read_name("l2", "after the copy-up");
+        read_name("moved", "after the copy-up");
+        // Renames the successor the reads made; the superseded node must follow.
+        fs::rename(dir.join("moved"), dir.join("m")).unwrap();
+        let mut name = "m".to_string();
+        for i in 0..3 {
+            kill_worker(supervisor, &mnt, i);
+            let mut back = vec![0u8; want.len()];
+            std::os::unix::fs::FileExt::read_exact_at(&held, &mut back, 0)
+                .unwrap_or_else(|e| panic!("read of the held fd after kill {i}: {e}"));
+            assert!(back == want, "the held fd reads other data after kill {i}");
+            read_name("l2", &format!("after kill {i}"));
+            read_name(&name, &format!("after kill {i}"));
+            let next = format!("moved{i}");
+            fs::rename(dir.join(&name), dir.join(&next)).unwrap();
+            name = next;
+        }
+        kill_worker(supervisor, &mnt, 3);
+        read_name(&name, "at last");
+        let (a, b) = (
+            fs::metadata(dir.join("l2")).unwrap(),
+            fs::metadata(dir.join(&name)).unwrap(),
+        );
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!((a.ino(), a.nlink()), (b.ino(), 2), "still one file");
+    });
+    m.assert_no_panic_logged("after the kills");
+}
+
 /// Without its supervisor the mount is gone as without one: the worker dies with it, users
 /// get ENOTCONN, and the dead mount can be unmounted. An fd already open reads on only where
 /// the kernel reads its backing file itself (passthrough, as root): such reads never reach
