@@ -11,6 +11,10 @@
 //!
 //! The 500 layer directories are built once in a tempdir; a depth-N stack uses the first N.
 //!
+//! `node_table`: a FUSE LOOKUP of a file in a one-layer overlay (`Overlay::lookup`), without and
+//! with the shared record a supervised worker keeps (`recorded`): `live` looks up a node the
+//! kernel already holds (one more reference), `new_and_forget` makes a new node and forgets it.
+//!
 //! Run: `cargo bench --bench lookup` (add `-- --quick` for a short run).
 
 use std::ffi::OsStr;
@@ -144,5 +148,57 @@ fn bench_lookup(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_lookup);
+/// The node table on the lookup path, with and without the supervisor's shared record.
+fn bench_node_table(c: &mut Criterion) {
+    let t = tempfile::tempdir().expect("tempdir");
+    let (lower, mnt) = (t.path().join("lower"), t.path().join("m"));
+    fs::create_dir_all(&lower).unwrap();
+    fs::create_dir_all(&mnt).unwrap();
+    for i in 0..1000 {
+        fs::write(lower.join(format!("f{i}")), b"x").unwrap();
+    }
+    let args = [
+        "-o".into(),
+        format!("lowerdir={}", lower.display()),
+        mnt.display().to_string(),
+    ];
+    let Ok(ovlfs::options::Action::Mount(config)) =
+        ovlfs::options::parse_args(args.iter().map(Into::into))
+    else {
+        panic!("config");
+    };
+    let mut group = c.benchmark_group("node_table");
+    group
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    for recorded in [false, true] {
+        let ov = ovlfs::Overlay::new(&config).expect("overlay");
+        if recorded {
+            ov.record_kernel_refs().expect("shared record");
+        }
+        let tag = if recorded { "recorded" } else { "plain" };
+        let held = ov.lookup(ovlfs::ROOT_ID, OsStr::new("f0")).expect("lookup");
+        group.bench_function(BenchmarkId::new("live", tag), |b| {
+            b.iter(|| {
+                black_box(
+                    ov.lookup(ovlfs::ROOT_ID, black_box(OsStr::new("f0")))
+                        .unwrap(),
+                )
+            })
+        });
+        ov.forget(held.id, u64::MAX);
+        let names: Vec<String> = (1..1000).map(|i| format!("f{i}")).collect();
+        let mut i = 0;
+        group.bench_function(BenchmarkId::new("new_and_forget", tag), |b| {
+            b.iter(|| {
+                i = (i + 1) % names.len();
+                let entry = ov.lookup(ovlfs::ROOT_ID, OsStr::new(&names[i])).unwrap();
+                ov.forget(entry.id, 1);
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_lookup, bench_node_table);
 criterion_main!(benches);

@@ -74,6 +74,8 @@ pub struct Config {
     pub passthrough: PassthroughMode,
     /// Worker threads (`threads=N`; `threaded=0` means 1). `None`: from the core count.
     pub threads: Option<usize>,
+    /// `supervisor=on|off`; `None`: on when daemonizing.
+    pub supervisor: Option<bool>,
     /// Entry/attr cache timeout (`timeout=`; fuse-overlayfs's default is 1 s, ours is long).
     pub timeout: Option<Duration>,
     /// `fsync=0` or `volatile` turn this off.

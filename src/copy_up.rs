@@ -214,6 +214,7 @@ impl Overlay {
             node.change_data_source(|objects| objects.data_copied_up())?;
             if node.is_superseded() {
                 self.invalidate_attrs(node.id);
+                self.inodes.note_superseded(node);
             }
             return Ok(CopiedUp::Done);
         }
@@ -248,8 +249,7 @@ impl Overlay {
                         .visible_other_name(src_layer, st.st_ino)
                         .ok_or(Errno::STALE)?;
                     let mut state = node.write();
-                    state.parent = Some(dir);
-                    state.name = other;
+                    self.inodes.set_name(node, &mut state, dir, &other);
                     return Ok(CopiedUp::Moved);
                 } else {
                     return Err(Errno::STALE);
@@ -277,6 +277,7 @@ impl Overlay {
             if node.is_superseded() {
                 // What the kernel keeps of it would go stale with the successor's writes.
                 self.invalidate_attrs(node.id);
+                self.inodes.note_superseded(node);
             }
         }
         if let Some(fd) = other_links {

@@ -78,15 +78,13 @@ impl Overlay {
             return node;
         }
         let file_type = resolved.stat.st_mode & libc::S_IFMT;
-        Arc::new(Node::detached(
-            resolved.ino,
-            file_type,
-            NodeState {
-                objects: resolved.objects,
-                parent: Some(parent.clone()),
-                name: name.to_owned(),
-            },
-        ))
+        let state = NodeState {
+            objects: resolved.objects,
+            parent: Some(parent.clone()),
+            name: name.to_owned(),
+        };
+        self.inodes
+            .inherited_or_detached(resolved.ino, file_type, state)
     }
 
     /// Owner of a new object: the caller's ids on disk (the overflow ids for a caller the
@@ -313,6 +311,9 @@ impl Overlay {
         let child = self.copy_up_if_linked(&parent_node, name, child)?;
         let upper_dir = self.upper_fd_of(&parent_node)?;
         let in_upper = self.stack.is_upper(child.objects.top().layer);
+        if in_upper && !is_rmdir {
+            self.keep_while_held(child.ino);
+        }
         if self.lower_has(&parent_node, name, seen_in_lower)? {
             return self.whiteout_name(upper_dir.as_fd(), name, in_upper);
         }
@@ -524,6 +525,9 @@ impl Overlay {
                 name: newname,
                 seen_in_lower: dst_seen_in_lower,
             };
+            if let Some((node, false)) = &dst_node {
+                self.keep_while_held(node.ino);
+            }
             self.prepare_target(target, src_is_dir, src_redirected, &src_node)?;
             let whiteout_old = self.lower_has(&old_dir, oldname, src_seen_in_lower)?;
             // RENAME_WHITEOUT leaves a 0/0 whiteout in the same atomic step (another configured
@@ -655,8 +659,8 @@ impl Overlay {
     /// Records a node's new place after a rename.
     fn moved(&self, node: &Arc<Node>, new_parent: &Arc<Node>, new_name: &OsStr) {
         let mut state = node.write();
-        state.parent = Some(new_parent.clone());
-        state.name = new_name.to_owned();
+        self.inodes
+            .set_name(node, &mut state, new_parent.clone(), new_name);
         if node.is_dir() && self.stack.is_upper(state.top().layer) {
             // The moved directory is opaque or upper-only now: it no longer merges below.
             let opaque = state

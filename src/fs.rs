@@ -79,8 +79,14 @@ impl OverlayFs {
     ) {
         let result = self
             .ov
-            .create_object(parent.0, name, object, request_caller(req));
-        self.reply_entry(result.map(|(entry, _)| entry), reply)
+            .create_object(parent.0, name, object, request_caller(req))
+            .map(|(entry, _)| entry);
+        let result = match result {
+            // Made by a worker that died before answering (see `resent`).
+            Err(e) if e == sys::Errno::EXIST && resent(req) => self.ov.lookup(parent.0, name),
+            other => other,
+        };
+        self.reply_entry(result, reply)
     }
 }
 
@@ -90,6 +96,23 @@ impl OverlayFs {
         let dir = self.ov.dir_handle(fh.0).map_err(errno)?;
         let entries = self.ov.dir_entries(&dir).map_err(errno)?;
         Ok((dir, entries))
+    }
+}
+
+/// A request the kernel queued again after the worker that read it died (it marks `unique`
+/// when a new worker sends `FUSE_NOTIFY_RESEND`). That worker may have done it already: a
+/// namespace change then finds its own result (`EEXIST` from a create, `ENOENT` from a
+/// removal), which is success. Nothing else can have made or removed the name meanwhile: the
+/// kernel holds the directory's lock until the request is answered.
+fn resent(req: &Request) -> bool {
+    req.unique().0 & (1 << 63) != 0
+}
+
+/// A removal's or rename's result, where a resent request's `ENOENT` means it was done.
+fn already_done(req: &Request, result: crate::sys::SysResult<()>) -> crate::sys::SysResult<()> {
+    match result {
+        Err(e) if e == sys::Errno::NOENT && resent(req) => Ok(()),
+        other => other,
     }
 }
 
@@ -495,32 +518,40 @@ impl Filesystem for OverlayFs {
 
     fn link(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         newparent: INodeNo,
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
         guarded("link", || {
-            self.reply_entry(self.ov.link(ino.0, newparent.0, newname), reply)
+            let result = match self.ov.link(ino.0, newparent.0, newname) {
+                Err(e) if e == sys::Errno::EXIST && resent(req) => {
+                    self.ov.lookup(newparent.0, newname)
+                }
+                other => other,
+            };
+            self.reply_entry(result, reply)
         })
     }
 
-    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         guarded("unlink", || {
-            reply_empty(self.ov.remove(parent.0, name, false), reply)
+            let result = self.ov.remove(parent.0, name, false);
+            reply_empty(already_done(req, result), reply)
         })
     }
 
-    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         guarded("rmdir", || {
-            reply_empty(self.ov.remove(parent.0, name, true), reply)
+            let result = self.ov.remove(parent.0, name, true);
+            reply_empty(already_done(req, result), reply)
         })
     }
 
     fn rename(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         newparent: INodeNo,
@@ -532,7 +563,7 @@ impl Filesystem for OverlayFs {
             let result = self
                 .ov
                 .rename(parent.0, name, newparent.0, newname, flags.bits());
-            reply_empty(result, reply)
+            reply_empty(already_done(req, result), reply)
         })
     }
 
@@ -550,7 +581,7 @@ impl Filesystem for OverlayFs {
             let mode = mode & !umask & 0o7777;
             let make_backing = |fd: BorrowedFd<'_>| reply.open_backing(fd);
             let ttl = self.ov.ttl;
-            match self.ov.create(
+            let created = match self.ov.create(
                 parent.0,
                 name,
                 mode,
@@ -558,6 +589,20 @@ impl Filesystem for OverlayFs {
                 request_caller(req),
                 &make_backing,
             ) {
+                // Made by a worker that died before answering: open what it made (nothing
+                // is truncated: it may have been written through another open since).
+                Err(e) if e == sys::Errno::EXIST && resent(req) => {
+                    let flags = flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC);
+                    self.ov.lookup(parent.0, name).and_then(|entry| {
+                        let opened =
+                            self.ov
+                                .open(entry.id, flags, request_caller(req), &make_backing)?;
+                        Ok((entry, opened))
+                    })
+                }
+                other => other,
+            };
+            match created {
                 Ok((Entry { id, attr }, Opened { fh, backing, .. })) => reply.created_node(
                     INodeNo(id),
                     &ttl,

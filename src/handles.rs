@@ -2,13 +2,14 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use fuser::BackingId;
 
 use crate::inode::Node;
+use crate::kernel_refs::{HandleRecord, KernelRefs, NO_SLOT};
 use crate::readdir::MergedEntry;
 use crate::sys::{Errno, SysResult};
 
@@ -25,6 +26,8 @@ pub enum DataPath {
 pub type MakeBacking<'a> = &'a dyn Fn(BorrowedFd<'_>) -> io::Result<BackingId>;
 
 const SHARDS: usize = 16;
+/// Handle numbers of the n-th worker of a supervised mount start at `n << WORKER_SHIFT`.
+const WORKER_SHIFT: u32 = 40;
 
 /// An open file: the real fd of the layer object that was on top when it was opened.
 #[derive(Debug)]
@@ -66,11 +69,16 @@ pub enum Handle {
     Dir(Arc<DirHandle>),
 }
 
-/// Handle number → handle, sharded so concurrent reads never contend on one lock.
+/// Handle number → the handle and its slot in the shared record.
+type HandleShard = RwLock<HashMap<u64, (Arc<Handle>, u32)>>;
+
+/// Handle number → handle (and its slot in the shared record, see [`crate::kernel_refs`]),
+/// sharded so concurrent reads never contend on one lock.
 #[derive(Debug)]
 pub struct HandleTable {
-    shards: Vec<RwLock<HashMap<u64, Arc<Handle>>>>,
+    shards: Vec<HandleShard>,
     next: AtomicU64,
+    refs: OnceLock<Arc<KernelRefs>>,
 }
 
 impl Default for HandleTable {
@@ -78,6 +86,7 @@ impl Default for HandleTable {
         HandleTable {
             shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
             next: AtomicU64::new(1),
+            refs: OnceLock::new(),
         }
     }
 }
@@ -85,10 +94,11 @@ impl Default for HandleTable {
 impl HandleTable {
     pub fn insert(&self, handle: Handle) -> u64 {
         let fh = self.next.fetch_add(1, Ordering::Relaxed);
+        let slot = self.record(fh, &handle);
         let mut shard = self.shards[fh as usize % SHARDS]
             .write()
             .unwrap_or_else(|e| e.into_inner());
-        shard.insert(fh, Arc::new(handle));
+        shard.insert(fh, (Arc::new(handle), slot));
         fh
     }
 
@@ -96,14 +106,70 @@ impl HandleTable {
         let shard = self.shards[fh as usize % SHARDS]
             .read()
             .unwrap_or_else(|e| e.into_inner());
-        shard.get(&fh).cloned().ok_or(Errno::BADF)
+        shard.get(&fh).map(|(h, _)| h.clone()).ok_or(Errno::BADF)
     }
 
     pub fn remove(&self, fh: u64) -> Option<Arc<Handle>> {
         let mut shard = self.shards[fh as usize % SHARDS]
             .write()
             .unwrap_or_else(|e| e.into_inner());
-        shard.remove(&fh)
+        let (handle, slot) = shard.remove(&fh)?;
+        drop(shard);
+        if let Some(refs) = self.refs.get() {
+            refs.remove_handle(slot);
+        }
+        Some(handle)
+    }
+
+    /// Records every handle from now on in `refs` (under a supervisor). Each worker numbers
+    /// its handles in its own range: a number an earlier worker gave out may still be in
+    /// use by a request sent again (a RELEASE, say), so it must not name a new handle.
+    pub fn attach_refs(&self, refs: Arc<KernelRefs>) {
+        let worker = refs.next_worker();
+        self.next
+            .fetch_max((worker << WORKER_SHIFT) | 1, Ordering::Relaxed);
+        let _ = self.refs.set(refs);
+    }
+
+    /// New handles get numbers above `fh` (one an earlier worker handed to the kernel).
+    pub fn skip_past(&self, fh: u64) {
+        self.next.fetch_max(fh + 1, Ordering::Relaxed);
+    }
+
+    /// Puts back a handle an earlier worker handed to the kernel as `fh`, recorded at `slot`.
+    pub fn restore(&self, fh: u64, slot: u32, handle: Handle) {
+        self.skip_past(fh);
+        let mut shard = self.shards[fh as usize % SHARDS]
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        shard.insert(fh, (Arc::new(handle), slot));
+    }
+
+    /// Records a handle before the kernel learns its number.
+    fn record(&self, fh: u64, handle: &Handle) -> u32 {
+        let Some(refs) = self.refs.get() else {
+            return NO_SLOT;
+        };
+        let record = match handle {
+            Handle::File(f) => HandleRecord {
+                fh,
+                node: f.node.id,
+                flags: crate::sys::open_flags(f.fd.as_fd()).unwrap_or(libc::O_RDONLY as u32),
+                dir: false,
+                backing: match &f.data_path {
+                    DataPath::Passthrough(b) => Some(b.raw_id()),
+                    DataPath::Cached => None,
+                },
+            },
+            Handle::Dir(d) => HandleRecord {
+                fh,
+                node: d.node.id,
+                flags: libc::O_RDONLY as u32,
+                dir: true,
+                backing: None,
+            },
+        };
+        refs.add_handle(record)
     }
 
     pub fn len(&self) -> usize {

@@ -9,13 +9,14 @@
 //! node ids are handed out here. The table is sharded; each node has its own lock.
 
 use std::collections::HashMap;
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 
 use fuser::BackingId;
 
+use crate::kernel_refs::{KernelRefs, NO_SLOT, NodeRecord};
 use crate::lookup::{FdRef, LayerObject, Objects};
 use crate::sys::SysResult;
 
@@ -76,6 +77,10 @@ pub struct Node {
     /// Open files of this node pass through to data that a copy-up replaced: new opens must
     /// go to a successor node (see the module doc).
     superseded: AtomicBool,
+    /// Where the node is recorded for a worker that takes over (see [`crate::kernel_refs`]).
+    slot: u32,
+    /// Its object is kept in the workdir's orphans while the kernel holds the node.
+    orphaned: AtomicBool,
     /// Reclaim epoch of the last lookup (see [`crate::fdbudget::epoch`]).
     last_used: AtomicU32,
     // Lock order (outermost first): `copy_up`, then `state`, then `io`; a parent's locks
@@ -143,6 +148,15 @@ impl Node {
         }
     }
 
+    pub fn slot(&self) -> u32 {
+        self.slot
+    }
+
+    /// Its object is now kept as an orphan (its last name is gone).
+    pub fn set_orphaned(&self) {
+        self.orphaned.store(true, Ordering::Release);
+    }
+
     pub fn last_used(&self) -> u32 {
         self.last_used.load(Ordering::Relaxed)
     }
@@ -160,16 +174,18 @@ impl Node {
     /// A node outside the table (the kernel holds no reference to it), used to copy up
     /// objects the kernel has not looked up, e.g. the contents of a renamed directory.
     pub fn detached(ino: u64, file_type: u32, state: NodeState) -> Node {
-        Node::new(ino, ino, file_type, 0, state)
+        Node::new(ino, ino, file_type, 0, NO_SLOT, state)
     }
 
-    fn new(id: u64, ino: u64, file_type: u32, lookups: u64, state: NodeState) -> Node {
+    fn new(id: u64, ino: u64, file_type: u32, lookups: u64, slot: u32, state: NodeState) -> Node {
         Node {
             id,
             ino,
             file_type,
             lookups: AtomicU64::new(lookups),
             superseded: AtomicBool::new(false),
+            slot,
+            orphaned: AtomicBool::new(false),
             last_used: AtomicU32::new(if lookups > 0 {
                 crate::fdbudget::epoch()
             } else {
@@ -180,6 +196,21 @@ impl Node {
             io: Default::default(),
         }
     }
+}
+
+/// A live node for one an earlier worker recorded, with the kernel's lookup count of it.
+fn inherited_node(id: u64, file_type: u32, state: NodeState, record: &NodeRecord) -> Arc<Node> {
+    let node = Node::new(
+        id,
+        record.ino,
+        file_type,
+        record.lookups,
+        record.slot,
+        state,
+    );
+    node.superseded.store(record.superseded, Ordering::Release);
+    node.orphaned.store(record.orphan, Ordering::Release);
+    Arc::new(node)
 }
 
 fn shard_of(x: u64) -> usize {
@@ -208,6 +239,13 @@ pub struct InodeTable {
     next_fresh: AtomicU64,
     /// Nodes freed so far; every so often the allocator is asked to return free memory.
     freed: AtomicU64,
+    /// The shared record of the nodes the kernel holds, under a supervisor.
+    refs: OnceLock<Arc<KernelRefs>>,
+    /// Nodes an earlier worker handed to the kernel that this one has not resolved yet.
+    inherited: Mutex<HashMap<u64, NodeRecord>>,
+    inherited_any: AtomicBool,
+    /// Some inherited node is superseded (checked by lookups of new nodes, without the lock).
+    inherited_superseded_any: AtomicBool,
 }
 
 impl InodeTable {
@@ -219,6 +257,10 @@ impl InodeTable {
             alias_count: AtomicUsize::new(0),
             next_fresh: AtomicU64::new(FRESH_IDS),
             freed: AtomicU64::new(0),
+            refs: OnceLock::new(),
+            inherited: Mutex::default(),
+            inherited_any: AtomicBool::new(false),
+            inherited_superseded_any: AtomicBool::new(false),
         };
         // The root is never forgotten.
         let root = Arc::new(Node::new(
@@ -226,6 +268,7 @@ impl InodeTable {
             root_ino,
             libc::S_IFDIR,
             1 << 62,
+            NO_SLOT,
             root_state,
         ));
         write_shard(&table.shards[shard_of(ROOT_ID)]).insert(ROOT_ID, root);
@@ -267,18 +310,22 @@ impl InodeTable {
             match shard.get(&ino) {
                 Some(node) if node.ino == ino && !node.is_superseded() => {
                     if node.file_type == file_type {
-                        node.lookups.fetch_add(1, Ordering::AcqRel);
+                        let n = node.lookups.fetch_add(1, Ordering::AcqRel) + 1;
+                        self.record_lookups(node.slot, n);
                         node.last_used
                             .store(crate::fdbudget::epoch(), Ordering::Relaxed);
                         return node.clone();
                     }
                     // Another object under a number still held: the name was replaced.
-                    let node = Arc::new(Node::new(ino, ino, file_type, 1, state));
+                    self.unrecord(node.slot);
+                    let node = self.new_node(ino, ino, file_type, state);
                     shard.insert(ino, node.clone());
                     return node;
                 }
-                None if self.alias_count.load(Ordering::Acquire) == 0 => {
-                    let node = Arc::new(Node::new(ino, ino, file_type, 1, state));
+                None if self.alias_count.load(Ordering::Acquire) == 0
+                    && !self.inherited_superseded(ino) =>
+                {
+                    let node = self.new_node(ino, ino, file_type, state);
                     shard.insert(ino, node.clone());
                     return node;
                 }
@@ -292,28 +339,39 @@ impl InodeTable {
     fn lookup_or_insert_aliased(&self, ino: u64, file_type: u32, state: NodeState) -> Arc<Node> {
         let mut aliases = self.aliases.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(&id) = aliases.get(&ino) {
-            let shard = write_shard(self.shard(id));
-            if let Some(node) = shard.get(&id)
-                && node.ino == ino
-                && node.file_type == file_type
-                && !node.is_superseded()
-            {
-                node.lookups.fetch_add(1, Ordering::AcqRel);
-                node.last_used
-                    .store(crate::fdbudget::epoch(), Ordering::Relaxed);
-                return node.clone();
+            let mut shard = write_shard(self.shard(id));
+            match shard.get(&id) {
+                Some(node)
+                    if node.ino == ino && node.file_type == file_type && !node.is_superseded() =>
+                {
+                    let n = node.lookups.fetch_add(1, Ordering::AcqRel) + 1;
+                    self.record_lookups(node.slot, n);
+                    node.last_used
+                        .store(crate::fdbudget::epoch(), Ordering::Relaxed);
+                    return node.clone();
+                }
+                // A successor an earlier worker handed out: the kernel holds its id.
+                None if self.inherited_successor(id, ino, file_type) => {
+                    let node = self.new_node(id, ino, file_type, state);
+                    shard.insert(id, node.clone());
+                    return node;
+                }
+                _ => {}
             }
         }
         // No usable successor: the number's own id if it is free, else a fresh one.
         let mut own = write_shard(self.shard(ino));
         let own_id_free = match own.get(&ino) {
-            None => true,
+            None => !self.inherited_superseded(ino),
             Some(node) => node.ino == ino && !node.is_superseded(),
         };
         if own_id_free {
             aliases.remove(&ino);
             self.alias_count.store(aliases.len(), Ordering::Release);
-            let node = Arc::new(Node::new(ino, ino, file_type, 1, state));
+            if let Some(replaced) = own.get(&ino) {
+                self.unrecord(replaced.slot);
+            }
+            let node = self.new_node(ino, ino, file_type, state);
             own.insert(ino, node.clone());
             return node;
         }
@@ -330,7 +388,7 @@ impl InodeTable {
             if shard.contains_key(&id) {
                 continue;
             }
-            let node = Arc::new(Node::new(id, ino, file_type, 1, state));
+            let node = self.new_node(id, ino, file_type, state);
             shard.insert(id, node.clone());
             aliases.insert(ino, id);
             self.alias_count.store(aliases.len(), Ordering::Release);
@@ -338,14 +396,26 @@ impl InodeTable {
         }
     }
 
-    /// The kernel dropped `n` references; the node goes when none remain.
-    pub fn forget(&self, id: u64, n: u64) {
+    /// A node entering the table with its first lookup (or, for a node an earlier worker
+    /// handed to the kernel, with the kernel's count of it plus this one).
+    fn new_node(&self, id: u64, ino: u64, file_type: u32, state: NodeState) -> Arc<Node> {
+        let (slot, lookups) = self.record_new(id, ino, file_type, &state);
+        Arc::new(Node::new(id, ino, file_type, lookups, slot, state))
+    }
+
+    /// The kernel dropped `n` references; the node goes when none remain. Returns whether a
+    /// node whose object was kept as an orphan went (its orphan link is then removed).
+    pub fn forget(&self, id: u64, n: u64) -> bool {
         let mut shard = write_shard(self.shard(id));
-        let Some(node) = shard.get(&id) else { return };
+        let Some(node) = shard.get(&id) else {
+            drop(shard);
+            return self.forget_inherited(id, n);
+        };
         let left = node.lookups.load(Ordering::Acquire).saturating_sub(n);
         node.lookups.store(left, Ordering::Release);
+        self.record_lookups(node.slot, left);
         if left > 0 || id == ROOT_ID {
-            return;
+            return false;
         }
         if node.id != node.ino {
             // A successor: its alias goes with it (aliases are locked before shards).
@@ -353,16 +423,22 @@ impl InodeTable {
             drop(shard);
             let mut aliases = self.aliases.lock().unwrap_or_else(|e| e.into_inner());
             shard = write_shard(self.shard(id));
-            let Some(node) = shard.get(&id) else { return };
+            let Some(node) = shard.get(&id) else {
+                return false;
+            };
             if node.lookups.load(Ordering::Acquire) > 0 {
-                return; // looked up again meanwhile
+                return false; // looked up again meanwhile
             }
             if aliases.get(&ino) == Some(&id) {
                 aliases.remove(&ino);
                 self.alias_count.store(aliases.len(), Ordering::Release);
             }
         }
-        shard.remove(&id);
+        let mut orphan = false;
+        if let Some(node) = shard.remove(&id) {
+            self.unrecord(node.slot);
+            orphan = node.orphaned.load(Ordering::Acquire);
+        }
         // Tables never shrink by themselves: give memory back once a big tree is gone.
         if shard.capacity() > 4096 && shard.len() * 4 < shard.capacity() {
             let keep = shard.len() * 2;
@@ -372,6 +448,256 @@ impl InodeTable {
         if self.freed.fetch_add(1, Ordering::Relaxed) % 65_536 == 65_535 {
             crate::sys::release_free_memory();
         }
+        orphan
+    }
+
+    // ---- the shared record of the kernel's nodes (see `kernel_refs`) ----------------------
+
+    /// Records from now on every node the kernel holds in `refs`; the nodes recorded there
+    /// by an earlier worker are resolved when first used ([`InodeTable::inherited`]).
+    pub fn attach_refs(&self, refs: Arc<KernelRefs>) {
+        let inherited = refs.nodes();
+        // Fresh ids the earlier worker handed out stay taken while the kernel holds them.
+        if let Some(last) = inherited
+            .keys()
+            .copied()
+            .filter(|&id| id >= FRESH_IDS)
+            .max()
+        {
+            self.next_fresh.fetch_max(last + 1, Ordering::Relaxed);
+        }
+        // The successors the kernel holds keep serving their numbers (the newest one, should
+        // a number have had several).
+        {
+            let mut aliases = self.aliases.lock().unwrap_or_else(|e| e.into_inner());
+            for (&id, record) in &inherited {
+                if id != record.ino && !record.superseded {
+                    let alias = aliases.entry(record.ino).or_insert(id);
+                    *alias = (*alias).max(id);
+                }
+            }
+            self.alias_count.store(aliases.len(), Ordering::Release);
+        }
+        self.inherited_superseded_any
+            .store(inherited.values().any(|r| r.superseded), Ordering::Release);
+        self.inherited_any
+            .store(!inherited.is_empty(), Ordering::Release);
+        *self.inherited.lock().unwrap_or_else(|e| e.into_inner()) = inherited;
+        let _ = self.refs.set(refs);
+    }
+
+    /// Whether the id `ino` is an unresolved superseded node of an earlier worker: the kernel
+    /// inode it names still passes through to the old data, so no other node may take the id.
+    fn inherited_superseded(&self, ino: u64) -> bool {
+        if !self.inherited_superseded_any.load(Ordering::Acquire) {
+            return false;
+        }
+        let map = self.inherited.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(&ino).is_some_and(|r| r.superseded)
+    }
+
+    /// Whether `id` is an unresolved successor of an earlier worker serving `ino`.
+    fn inherited_successor(&self, id: u64, ino: u64, file_type: u32) -> bool {
+        if !self.inherited_any.load(Ordering::Acquire) {
+            return false;
+        }
+        let map = self.inherited.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(&id)
+            .is_some_and(|r| r.ino == ino && r.file_type == file_type && !r.superseded)
+    }
+
+    pub fn refs(&self) -> Option<&Arc<KernelRefs>> {
+        self.refs.get()
+    }
+
+    /// What an earlier worker recorded about node `id`, if it is not live here yet.
+    pub fn inherited(&self, id: u64) -> Option<NodeRecord> {
+        if !self.inherited_any.load(Ordering::Acquire) {
+            return None;
+        }
+        let map = self.inherited.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(&id).cloned()
+    }
+
+    /// Makes an inherited node live with the lookup count the kernel has of it.
+    pub fn restore(&self, id: u64, file_type: u32, state: NodeState) -> Option<Arc<Node>> {
+        let mut shard = write_shard(self.shard(id));
+        if let Some(node) = shard.get(&id) {
+            return Some(node.clone());
+        }
+        let record = self.take_inherited(id)?;
+        let node = inherited_node(id, file_type, state, &record);
+        shard.insert(id, node.clone());
+        Some(node)
+    }
+
+    /// Records that `node` is superseded, for a worker that takes over.
+    pub fn note_superseded(&self, node: &Node) {
+        if node.is_superseded()
+            && let Some(refs) = self.refs.get()
+        {
+            refs.mark_superseded(node.slot);
+        }
+    }
+
+    /// The node serving inode number `ino`, made from `state`: live again if an earlier
+    /// worker handed it to the kernel (its successor's id, else the number's own), so that a
+    /// rename or removal through it is recorded; else detached (outside the table) for
+    /// copy-up.
+    pub fn inherited_or_detached(&self, ino: u64, file_type: u32, state: NodeState) -> Arc<Node> {
+        if self.inherited_any.load(Ordering::Acquire) {
+            for id in self.alias_of(ino).into_iter().chain([ino]) {
+                let Some(record) = self.inherited(id) else {
+                    continue;
+                };
+                if record.ino != ino || record.file_type != file_type {
+                    continue;
+                }
+                let mut shard = write_shard(self.shard(id));
+                if let Some(node) = shard.get(&id) {
+                    return node.clone();
+                }
+                if let Some(record) = self.take_inherited(id) {
+                    let node = inherited_node(id, file_type, state, &record);
+                    shard.insert(id, node.clone());
+                    return node;
+                }
+            }
+        }
+        Arc::new(Node::detached(ino, file_type, state))
+    }
+
+    /// The node now goes by `name` in `parent` (rename; another name of a hard link).
+    ///
+    /// The other node ids of its inode number follow (a superseded node beside its
+    /// successor, or ids of an earlier worker not resolved yet, for which `node` may be a
+    /// detached stand-in): a worker taking over finds each by a name that leads to the object,
+    /// and the name they were found by may be gone.
+    pub fn set_name(&self, node: &Node, state: &mut NodeState, parent: Arc<Node>, name: &OsStr) {
+        if let Some(refs) = self.refs.get() {
+            refs.rename_node(node.slot, parent.id, name);
+            self.rename_others(node, &parent, name, refs);
+        }
+        state.parent = Some(parent);
+        state.name = name.to_owned();
+    }
+
+    /// The id of the successor serving inode number `ino`, if it has one.
+    fn alias_of(&self, ino: u64) -> Option<u64> {
+        if self.alias_count.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        let aliases = self.aliases.lock().unwrap_or_else(|e| e.into_inner());
+        aliases.get(&ino).copied()
+    }
+
+    /// Every node id the kernel may hold for inode number `ino`: the number's own and its
+    /// successor's, live or recorded by an earlier worker.
+    pub fn ids_of(&self, ino: u64) -> Vec<u64> {
+        let held = |id: u64| {
+            self.get(id).is_some_and(|n| n.ino == ino)
+                || self.inherited(id).is_some_and(|r| r.ino == ino)
+        };
+        std::iter::once(ino)
+            .chain(self.alias_of(ino))
+            .filter(|&id| held(id))
+            .collect()
+    }
+
+    fn rename_others(&self, node: &Node, parent: &Arc<Node>, name: &OsStr, refs: &KernelRefs) {
+        let ino = node.ino;
+        for id in std::iter::once(ino).chain(self.alias_of(ino)) {
+            match self.get(id) {
+                Some(other) if std::ptr::eq(other.as_ref(), node) => {}
+                // An orphan has no name any more (see `Overlay::keep_while_held`).
+                Some(other) if other.ino == ino && !other.orphaned.load(Ordering::Acquire) => {
+                    refs.rename_node(other.slot, parent.id, name);
+                    // Best effort: its own rename may hold it (its record is right either way).
+                    if let Ok(mut state) = other.state.try_write() {
+                        state.parent = Some(parent.clone());
+                        state.name = name.to_owned();
+                    }
+                }
+                Some(_) => {}
+                None if self.inherited_any.load(Ordering::Acquire) => {
+                    let mut map = self.inherited.lock().unwrap_or_else(|e| e.into_inner());
+                    if let Some(record) = map.get_mut(&id)
+                        && record.ino == ino
+                        && !record.orphan
+                    {
+                        record.parent = parent.id;
+                        record.name = name.to_owned();
+                        refs.rename_node(record.slot, parent.id, name);
+                    }
+                }
+                None => {}
+            }
+        }
+    }
+
+    fn take_inherited(&self, id: u64) -> Option<NodeRecord> {
+        if !self.inherited_any.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut map = self.inherited.lock().unwrap_or_else(|e| e.into_inner());
+        let record = map.remove(&id);
+        if map.is_empty() {
+            self.inherited_any.store(false, Ordering::Release);
+        }
+        record
+    }
+
+    /// A slot and lookup count for a node entering the table: an inherited node the kernel
+    /// looks up again keeps its slot and adds to the kernel's count.
+    fn record_new(&self, id: u64, ino: u64, file_type: u32, state: &NodeState) -> (u32, u64) {
+        let Some(refs) = self.refs.get() else {
+            return (NO_SLOT, 1);
+        };
+        let parent = state.parent.as_ref().map_or(ROOT_ID, |p| p.id);
+        if let Some(record) = self.take_inherited(id) {
+            let n = record.lookups + 1;
+            refs.rename_node(record.slot, parent, &state.name);
+            refs.set_lookups(record.slot, n);
+            return (record.slot, n);
+        }
+        (refs.add_node(id, parent, &state.name, ino, file_type), 1)
+    }
+
+    fn record_lookups(&self, slot: u32, n: u64) {
+        if let Some(refs) = self.refs.get() {
+            refs.set_lookups(slot, n);
+        }
+    }
+
+    fn unrecord(&self, slot: u32) {
+        if let Some(refs) = self.refs.get() {
+            refs.remove_node(slot);
+        }
+    }
+
+    fn forget_inherited(&self, id: u64, n: u64) -> bool {
+        if !self.inherited_any.load(Ordering::Acquire) {
+            return false;
+        }
+        // A successor's alias goes with it (aliases are locked first).
+        let mut aliases = self.aliases.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.inherited.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(record) = map.get_mut(&id) else {
+            return false;
+        };
+        record.lookups = record.lookups.saturating_sub(n);
+        let (slot, left, ino, orphan) = (record.slot, record.lookups, record.ino, record.orphan);
+        if left == 0 {
+            map.remove(&id);
+            self.unrecord(slot);
+            if aliases.get(&ino) == Some(&id) {
+                aliases.remove(&ino);
+                self.alias_count.store(aliases.len(), Ordering::Release);
+            }
+            return orphan;
+        }
+        self.record_lookups(slot, left);
+        false
     }
 
     /// Every live node (for reclaim; no node lock is taken under a shard lock).
@@ -394,91 +720,4 @@ impl InodeTable {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::lookup::ObjFd;
-
-    fn leaf() -> NodeState {
-        let fd = std::fs::File::open("/dev/null").expect("/dev/null");
-        NodeState {
-            objects: Objects::one(
-                false,
-                LayerObject {
-                    layer: 1,
-                    fd: ObjFd::open(fd.into()),
-                },
-            ),
-            parent: None,
-            name: "f".into(),
-        }
-    }
-
-    fn table() -> InodeTable {
-        let fd = std::fs::File::open("/").expect("/");
-        let root = NodeState {
-            objects: Objects::one(
-                true,
-                LayerObject {
-                    layer: 0,
-                    fd: ObjFd::open(fd.into()),
-                },
-            ),
-            parent: None,
-            name: Default::default(),
-        };
-        InodeTable::new(root, 2)
-    }
-
-    const REG: u32 = libc::S_IFREG;
-
-    #[test]
-    fn a_superseded_node_gets_a_successor_until_both_are_forgotten() {
-        let t = table();
-        let old = t.lookup_or_insert(500, REG, leaf());
-        assert_eq!(old.id, 500, "node id = inode number normally");
-        assert!(Arc::ptr_eq(&t.lookup_or_insert(500, REG, leaf()), &old));
-        old.superseded.store(true, Ordering::Release);
-        let new = t.lookup_or_insert(500, REG, leaf());
-        assert_ne!(new.id, 500, "a fresh id for the successor");
-        assert_eq!(new.ino, 500, "the same inode number");
-        assert!(Arc::ptr_eq(&t.lookup_or_insert(500, REG, leaf()), &new));
-        assert!(Arc::ptr_eq(&t.current(500).expect("current"), &new));
-        // The old node goes with its last reference; the number still leads to the successor.
-        t.forget(500, 2);
-        assert!(t.get(500).is_none());
-        assert!(Arc::ptr_eq(&t.lookup_or_insert(500, REG, leaf()), &new));
-        // Then the successor and its alias go: the number is its own id again.
-        t.forget(new.id, 3);
-        assert!(t.get(new.id).is_none());
-        assert!(t.current(500).is_none());
-        let again = t.lookup_or_insert(500, REG, leaf());
-        assert_eq!(again.id, 500);
-        assert_eq!(t.alias_count.load(Ordering::Acquire), 0);
-    }
-
-    #[test]
-    fn forgetting_the_successor_first_leaves_the_old_node_alone() {
-        let t = table();
-        let old = t.lookup_or_insert(700, REG, leaf());
-        old.superseded.store(true, Ordering::Release);
-        let new = t.lookup_or_insert(700, REG, leaf());
-        t.forget(new.id, 1);
-        assert!(t.get(new.id).is_none());
-        assert!(Arc::ptr_eq(&t.get(700).expect("old node"), &old));
-        // A later lookup makes another successor: the old id still serves the old opens.
-        let newer = t.lookup_or_insert(700, REG, leaf());
-        assert_ne!(newer.id, 700);
-        assert_ne!(newer.id, new.id);
-        assert_eq!(t.len(), 3, "root, old node, newer successor");
-    }
-
-    #[test]
-    fn an_inode_number_equal_to_a_taken_id_gets_an_id_of_its_own() {
-        let t = table();
-        // The root's id is 1; an object whose number is 1 must not become the root.
-        let node = t.lookup_or_insert(ROOT_ID, REG, leaf());
-        assert_ne!(node.id, ROOT_ID);
-        assert_eq!(node.ino, ROOT_ID);
-        assert!(t.get(ROOT_ID).expect("root").is_dir());
-    }
-}
+mod tests;

@@ -8,6 +8,7 @@ pub(crate) mod fs; // the `fuser::Filesystem` impl: one thin call per request
 pub mod manpage; // the ovlfs(8) page, rendered from the option table `--help` shows
 pub mod mount; // session, daemonizing, signals (super.c's mount side)
 pub mod options; // argv and `-o` parsing into a validated `Config` (params.c)
+pub mod supervisor; // the process holding the FUSE connection; starts and restarts workers
 
 // Operations on the mounted overlay: `impl Overlay` blocks, one concern each.
 pub(crate) mod attr; // setattr (inode.c)
@@ -18,6 +19,7 @@ pub(crate) mod hardlinks; // keeping hard links linked across copy-up
 pub(crate) mod passthrough; // choosing the data path of an open file
 pub(crate) mod reclaim; // the thread keeping node fds under the open-file limit
 pub(crate) mod redirect; // directory renames that write overlay.redirect (dir.c)
+pub(crate) mod takeover; // a new worker reopening the handles an earlier one handed out
 pub(crate) mod xattrs; // extended attributes through the mount (xattrs.c)
 
 // The mount's state: nodes, handles and the layers they point into.
@@ -25,6 +27,7 @@ pub(crate) mod fdbudget; // fds held by nodes, counted against the open-file lim
 pub(crate) mod handles; // open file and directory handles
 pub(crate) mod index; // the kernel's inode index (index=on), read
 pub(crate) mod inode; // the node table: node id ↔ node, lookup counts (inode.c)
+pub(crate) mod kernel_refs; // the kernel's node ids and handles, kept across worker restarts
 pub(crate) mod layer; // one layer's root, device and inode numbering
 pub(crate) mod linkmap; // the multi-link inodes of a layer and their paths
 pub(crate) mod lookup; // resolving a name across layers (namei.c)

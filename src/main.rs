@@ -19,7 +19,18 @@ fn main() {
     } else {
         (argv.collect(), false)
     };
-    let action = match options::parse_args(args) {
+    // Internal: a worker started by a mount's supervisor, with the mount's command line.
+    let worker = args
+        .first()
+        .is_some_and(|a| a == ovlfs::supervisor::WORKER_ARG);
+    let args: Vec<_> = args.into_iter().skip(usize::from(worker)).collect();
+    if !worker && args.first().is_some_and(|a| a == "--upgrade") {
+        match &args[1..] {
+            [mountpoint] => std::process::exit(ovlfs::supervisor::upgrade(mountpoint.as_ref())),
+            _ => fail("ovlfs: usage: ovlfs --upgrade MOUNTPOINT"),
+        }
+    }
+    let action = match options::parse_args(args.clone()) {
         Ok(a) => a,
         Err(e) => fail(e),
     };
@@ -40,7 +51,10 @@ fn main() {
     }
     ovlfs::logging::init(config.debug);
     log_panics();
-    std::process::exit(ovlfs::mount::run(&config));
+    if worker {
+        std::process::exit(ovlfs::mount::run_worker(&config));
+    }
+    std::process::exit(ovlfs::mount::run(&config, &args));
 }
 
 /// Once the daemon has detached its stderr is /dev/null: panics (a request handler's, which

@@ -11,6 +11,7 @@ use fuser::{MountOption, SessionACL};
 use crate::config::Config;
 use crate::fs::OverlayFs;
 use crate::overlay::Overlay;
+use crate::supervisor::{Supervisor, WorkerFds};
 use crate::sys::{self, ForkResult};
 use crate::workdir::WorkdirLock;
 
@@ -150,6 +151,25 @@ fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(4, |n| (2 * n.get()).clamp(4, 16))
 }
 
+/// The one-line message of a failed mount.
+fn mount_error(config: &Config, e: &io::Error) -> String {
+    // fusermount3's message comes with its newline.
+    let text = e.to_string();
+    let hint = if e.raw_os_error() == Some(libc::ENOTCONN) {
+        format!(
+            " (a dead FUSE mount is in the way: run fusermount3 -u {})",
+            config.mountpoint.display()
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "ovlfs: cannot mount on {}: {}{hint}",
+        config.mountpoint.display(),
+        text.split_whitespace().collect::<Vec<_>>().join(" ")
+    )
+}
+
 /// Locks the workdir, mounts (with the FUSE INIT handshake), then prepares the workdir: a
 /// mount that fails has changed nothing on disk. Errors are one line starting `ovlfs: `.
 fn mount(config: &Config, overlay: &Arc<Overlay>) -> Result<fuser::Session<OverlayFs>, String> {
@@ -160,24 +180,8 @@ fn mount(config: &Config, overlay: &Arc<Overlay>) -> Result<fuser::Session<Overl
     let fs = OverlayFs {
         ov: overlay.clone(),
     };
-    let session =
-        fuser::Session::new(fs, &config.mountpoint, &session_config(config)).map_err(|e| {
-            // fusermount3's message comes with its newline.
-            let text = e.to_string();
-            let hint = if e.raw_os_error() == Some(libc::ENOTCONN) {
-                format!(
-                    " (a dead FUSE mount is in the way: run fusermount3 -u {})",
-                    config.mountpoint.display()
-                )
-            } else {
-                String::new()
-            };
-            format!(
-                "ovlfs: cannot mount on {}: {}{hint}",
-                config.mountpoint.display(),
-                text.split_whitespace().collect::<Vec<_>>().join(" ")
-            )
-        })?;
+    let session = fuser::Session::new(fs, &config.mountpoint, &session_config(config))
+        .map_err(|e| mount_error(config, &e))?;
     // Mounted: now the workdir may change. On error the session drops, which unmounts.
     if let Some(lock) = lock {
         let work = lock.prepare().map_err(|e| format!("ovlfs: {e}"))?;
@@ -196,8 +200,9 @@ pub fn spawn_background(config: &Config) -> io::Result<fuser::BackgroundSession>
     session.spawn()
 }
 
-/// The program's main path after option parsing. Returns the process exit code.
-pub fn run(config: &Config) -> i32 {
+/// The program's main path after option parsing; `args` is the command line it was parsed
+/// from (workers parse it again). Returns the process exit code.
+pub fn run(config: &Config, args: &[std::ffi::OsString]) -> i32 {
     for ignored in &config.ignored_options {
         log::warn!("option {ignored:?} is not supported and is ignored");
     }
@@ -213,8 +218,15 @@ pub fn run(config: &Config) -> i32 {
             return 1;
         }
     };
+    // Under a supervisor, workers open the layers themselves: this process only keeps the
+    // connection.
+    let overlay = Some(overlay).filter(|_| !config.supervisor.unwrap_or(!config.foreground));
+    let serve = move |ready: Option<std::os::fd::OwnedFd>| match overlay {
+        Some(overlay) => serve(config, overlay, ready, fd_limit),
+        None => serve_supervised(config, args, ready),
+    };
     if config.foreground {
-        return serve(config, overlay, None, fd_limit);
+        return serve(None);
     }
     let (read_end, write_end) = match sys::pipe() {
         Ok(p) => p,
@@ -245,7 +257,7 @@ pub fn run(config: &Config) -> i32 {
         }
         Ok(ForkResult::Child) => {
             drop(read_end);
-            serve(config, overlay, Some(write_end), fd_limit)
+            serve(Some(write_end))
         }
     }
 }
@@ -291,25 +303,7 @@ fn serve(
             return 1;
         }
     };
-    let mountpoint = config.mountpoint.clone();
-    let _ = std::thread::Builder::new()
-        .name("ovlfs-signals".into())
-        .spawn(move || {
-            loop {
-                // Loops so a repeated signal is still handled if an unmount attempt raced.
-                let sig = sys::wait_for_termination_signal();
-                log::info!("signal {sig}: unmounting");
-                if let Err(e) = unmount(&mountpoint) {
-                    // Busy (a file is open inside): detach it from the namespace now, give
-                    // in-flight requests a moment, then end the daemon; what is still open
-                    // inside gets ENOTCONN, as with fuse-overlayfs.
-                    log::warn!("unmount failed ({e}); detaching lazily and exiting");
-                    lazy_unmount(&mountpoint);
-                    std::thread::sleep(std::time::Duration::from_millis(500));
-                    std::process::exit(0);
-                }
-            }
-        });
+    handle_termination_signals(&config.mountpoint);
     let worker = std::mem::replace(&mut background.guard, std::thread::spawn(|| Ok(())));
     let result = worker
         .join()
@@ -329,6 +323,289 @@ fn serve(
             1
         }
     }
+}
+
+/// Under a supervisor (see [`crate::supervisor`]): locks the workdir, mounts, starts the
+/// first worker (which completes INIT and prepares the workdir), reports readiness, then
+/// replaces workers as they die until the mount is unmounted.
+fn serve_supervised(
+    config: &Config,
+    args: &[std::ffi::OsString],
+    ready: Option<std::os::fd::OwnedFd>,
+) -> i32 {
+    sys::block_termination_signals();
+    let report = |message: &str| match &ready {
+        Some(pipe) => {
+            let _ = sys::write_all(pipe.as_fd(), message.as_bytes());
+        }
+        None => eprintln!("{message}"),
+    };
+    // The lock lasts as long as this process, which is as long as the mount.
+    let _lock = match &config.workdir {
+        Some(dir) => match WorkdirLock::acquire(dir) {
+            Ok(lock) => Some(lock),
+            Err(e) => {
+                report(&format!("ovlfs: {e}"));
+                return 1;
+            }
+        },
+        None => None,
+    };
+    let args = crate::supervisor::worker_args(args, &config.mountpoint);
+    let dev = match fuser::mount_fd(&config.mountpoint, &worker_session_config(config)) {
+        Ok(dev) => dev,
+        Err(e) => {
+            report(&mount_error(config, &e));
+            return 1;
+        }
+    };
+    let supervisor = crate::kernel_refs::create()
+        .map_err(io::Error::from)
+        .and_then(|refs| Supervisor::new(&config.mountpoint, dev, refs, args));
+    let supervisor = match supervisor {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            report(&format!("ovlfs: cannot set up the supervisor: {e}"));
+            let _ = unmount(&config.mountpoint);
+            return 1;
+        }
+    };
+    if ready.is_some() {
+        // Daemonizing: workers log to syslog and never hold the caller's stderr.
+        supervisor.set_detached();
+    }
+    let first = match supervisor.start_current() {
+        Ok(child) => child,
+        Err(message) => {
+            report(&message);
+            // Mounted, but nobody will serve it.
+            if unmount(&config.mountpoint).is_err() {
+                lazy_unmount(&config.mountpoint);
+            }
+            return 1;
+        }
+    };
+    // Before the caller is told: an `--upgrade` right after the mount must find the socket.
+    supervisor.listen_for_upgrades(&config.mountpoint);
+    if let Some(pipe) = ready {
+        let _ = sys::write_all(pipe.as_fd(), b"ok");
+        drop(pipe);
+        sys::detach_stdio_and_session();
+        crate::logging::to_syslog(&config.mountpoint);
+    }
+    handle_termination_signals(&config.mountpoint);
+    let code = supervisor.supervise(first);
+    if code != 0 && !sys::fuse_connection_ended(supervisor.dev()) {
+        lazy_unmount(&config.mountpoint);
+    }
+    code
+}
+
+/// The session config of a worker: every thread reads the supervisor's open file of
+/// `/dev/fuse` (no `clone_fd`), because the kernel ends the requests read through a cloned fd
+/// with `ECONNABORTED` when that fd is closed (its worker died), where requests read through
+/// the supervisor's fd stay queued for `FUSE_NOTIFY_RESEND`.
+///
+/// Each reader thread's request buffer is touched up to the largest request the kernel sends
+/// (`fs.fuse.max_pages_limit` pages, 1 MiB by default, plus the header): a request copied
+/// into a page touched for the first time while the worker is being killed fails with `EIO`
+/// instead of being sent again (seen as lost writeback data in `tests/supervisor`).
+fn worker_session_config(config: &Config) -> fuser::Config {
+    let mut session = session_config(config);
+    session.clone_fd = !resend_supported();
+    let max_pages = std::fs::read_to_string("/proc/sys/fs/fuse/max_pages_limit")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(256);
+    session.prefault_request_buffer = (max_pages + 2) * 4096;
+    session
+}
+
+/// Whether the kernel has `FUSE_NOTIFY_RESEND` (Linux 6.9). Without it, a worker reads
+/// through its own cloned fds, so that the requests it held fail once it dies instead of
+/// hanging. `OVLFS_NO_RESEND=1` behaves as on such a kernel (for tests).
+fn resend_supported() -> bool {
+    let forced_off = std::env::var_os("OVLFS_NO_RESEND").is_some_and(|v| v == "1");
+    !forced_off && sys::kernel_release() >= (6, 9)
+}
+
+/// A worker (started by the supervisor with [`crate::supervisor::WORKER_ARG`]): serves the
+/// supervisor's connection, completing INIT if it is the first, or taking over what an
+/// earlier worker handed to the kernel. Returns the exit code.
+pub fn run_worker(config: &Config) -> i32 {
+    let fds = match WorkerFds::from_env() {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("ovlfs: {e} (--ovlfs-worker is started by ovlfs itself)");
+            return 1;
+        }
+    };
+    let config = &Config {
+        mountpoint: fds.mountpoint.clone(),
+        ..config.clone()
+    };
+    // The mount must end with its supervisor: a worker left behind would keep it alive.
+    if sys::die_with_parent().ok() != Some(fds.supervisor) {
+        return 1;
+    }
+    sys::block_termination_signals();
+    // Started in the caller's directory to parse relative paths; they are absolute now.
+    let _ = sys::chdir_root();
+    if fds.syslog {
+        crate::logging::to_syslog(&config.mountpoint);
+    }
+    sys::set_umask(0);
+    let fd_limit = sys::raise_fd_limit();
+    match start_worker(config, fds, fd_limit) {
+        Ok(background) => wait_for_session(config, background),
+        Err(()) => 1,
+    }
+}
+
+/// Sets a worker up and starts its session; errors go to the supervisor (`Err(())`).
+fn start_worker(
+    config: &Config,
+    fds: WorkerFds,
+    fd_limit: u64,
+) -> Result<(fuser::BackgroundSession, io::Result<std::os::fd::OwnedFd>), ()> {
+    let report = |message: String| {
+        let _ = sys::write_all(fds.ready.as_fd(), message.as_bytes());
+    };
+    let overlay = open_layers(config).map(Arc::new).map_err(report)?;
+    let refs = crate::kernel_refs::KernelRefs::open(fds.refs.as_fd())
+        .map(Arc::new)
+        .map_err(|e| report(format!("ovlfs: the supervisor's shared state: {e}")))?;
+    overlay.attach_refs(refs.clone());
+    let fs = OverlayFs {
+        ov: overlay.clone(),
+    };
+    let session_config = worker_session_config(config);
+    let acl = session_config.acl;
+    let resend = resend_supported();
+    let dev = if resend {
+        fds.dev
+    } else {
+        fuser::clone_dev_fd(fds.dev.as_fd())
+            .map_err(|e| report(format!("ovlfs: cannot clone the FUSE fd: {e}")))?
+    };
+    let inherited = refs.init_record();
+    let session = match inherited {
+        Some(words) => {
+            fuser::Session::from_initialized_fd(fs, dev, acl, session_config, init_record(words))
+        }
+        None => fuser::Session::from_fd(fs, dev, acl, session_config),
+    };
+    let session = session.map_err(|e| report(format!("ovlfs: cannot serve the mount: {e}")))?;
+    if inherited.is_none()
+        && let Some(record) = session.init_record()
+    {
+        refs.set_init_record(init_words(&record));
+    }
+    // Nothing of a dead worker's staging is in use any more: cleared as at mount time.
+    if let Some(dir) = &config.workdir {
+        let lock = WorkdirLock::held_by_supervisor(dir);
+        let work = match inherited {
+            Some(_) => lock.and_then(WorkdirLock::prepare_keeping_orphans),
+            None => lock.and_then(WorkdirLock::prepare),
+        }
+        .map_err(|e| report(format!("ovlfs: {e}")))?;
+        let _ = overlay.work.set(work);
+    }
+    if inherited.is_some() {
+        let lost = overlay.take_over_handles(&refs, &|id| session.adopt_backing(id));
+        if lost > 0 {
+            log::warn!("{lost} open files could not be opened again after a restart");
+        }
+        // Requests the dead worker read but did not answer are queued again.
+        if !resend {
+            log::warn!("no FUSE_NOTIFY_RESEND: requests in flight when the worker died failed");
+        } else if let Err(e) = sys::notify_resend(session.as_fd()) {
+            log::warn!(
+                "FUSE_NOTIFY_RESEND failed ({e}): requests in flight when the worker died fail"
+            );
+        }
+    }
+    start_reclaim(&overlay, &session, fd_limit);
+    let dev = session.as_fd().try_clone_to_owned();
+    let background = session
+        .spawn()
+        .map_err(|e| report(format!("ovlfs: cannot start the session: {e}")))?;
+    let _ = sys::write_all(fds.ready.as_fd(), b"ok");
+    Ok((background, dev))
+}
+
+/// Joins the session thread of a worker; the exit code.
+fn wait_for_session(
+    config: &Config,
+    (mut background, _dev): (fuser::BackgroundSession, io::Result<std::os::fd::OwnedFd>),
+) -> i32 {
+    let thread = std::mem::replace(&mut background.guard, std::thread::spawn(|| Ok(())));
+    let result = thread
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("the session thread panicked")));
+    // The kernel has ended the session, or the supervisor will start another worker: this
+    // one must not unmount.
+    std::mem::forget(background);
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            log::error!(
+                "{}: session ended with an error: {e}",
+                config.mountpoint.display()
+            );
+            1
+        }
+    }
+}
+
+/// The INIT record as the shared state keeps it (see [`crate::kernel_refs`]).
+fn init_words(r: &fuser::InitRecord) -> [u64; 8] {
+    [
+        u64::from(r.kernel_major),
+        u64::from(r.kernel_minor),
+        r.offered,
+        r.requested,
+        u64::from(r.max_write),
+        u64::from(r.max_readahead),
+        u64::from(r.kernel_max_readahead),
+        u64::from(r.max_stack_depth),
+    ]
+}
+
+fn init_record(w: [u64; 8]) -> fuser::InitRecord {
+    fuser::InitRecord {
+        kernel_major: w[0] as u32,
+        kernel_minor: w[1] as u32,
+        offered: w[2],
+        requested: w[3],
+        max_write: w[4] as u32,
+        max_readahead: w[5] as u32,
+        kernel_max_readahead: w[6] as u32,
+        max_stack_depth: w[7] as u32,
+    }
+}
+
+/// Unmounts on SIGTERM/SIGINT/SIGHUP (blocked in every thread, received here).
+fn handle_termination_signals(mountpoint: &Path) {
+    let mountpoint = mountpoint.to_owned();
+    let _ = std::thread::Builder::new()
+        .name("ovlfs-signals".into())
+        .spawn(move || {
+            loop {
+                // Loops so a repeated signal is still handled if an unmount attempt raced.
+                let sig = sys::wait_for_termination_signal();
+                log::info!("signal {sig}: unmounting");
+                if let Err(e) = unmount(&mountpoint) {
+                    // Busy (a file is open inside): detach it from the namespace now, give
+                    // in-flight requests a moment, then end the daemon; what is still open
+                    // inside gets ENOTCONN, as with fuse-overlayfs.
+                    log::warn!("unmount failed ({e}); detaching lazily and exiting");
+                    lazy_unmount(&mountpoint);
+                    std::thread::sleep(std::time::Duration::from_millis(500));
+                    std::process::exit(0);
+                }
+            }
+        });
 }
 
 /// Opens the layers; an error names the layer that failed.

@@ -147,6 +147,22 @@ impl Overlay {
             .map_err(|_| io::Error::new(io::ErrorKind::AlreadyExists, "workdir already attached"))
     }
 
+    /// Records from now on the node ids and handles the kernel holds in `refs`, for a worker
+    /// that takes over after this one (see [`crate::kernel_refs`]).
+    pub(crate) fn attach_refs(&self, refs: Arc<crate::kernel_refs::KernelRefs>) {
+        self.inodes.attach_refs(refs.clone());
+        self.handles.attach_refs(refs);
+    }
+
+    /// [`Overlay::attach_refs`] with a new table, as a supervised worker keeps one (for
+    /// benchmarks of the lookup path).
+    pub fn record_kernel_refs(&self) -> io::Result<()> {
+        let fd = crate::kernel_refs::create()?;
+        let refs = crate::kernel_refs::KernelRefs::open(fd.as_fd())?;
+        self.attach_refs(Arc::new(refs));
+        Ok(())
+    }
+
     pub fn passthrough_active(&self) -> bool {
         self.passthrough_on.load(Ordering::Relaxed)
     }
@@ -160,7 +176,79 @@ impl Overlay {
     }
 
     pub fn node(&self, id: u64) -> SysResult<Arc<Node>> {
-        self.inodes.get(id).ok_or(Errno::STALE)
+        match self.inodes.get(id) {
+            Some(node) => Ok(node),
+            None => self.inherited_node(id, 0),
+        }
+    }
+
+    /// A node an earlier worker handed to the kernel (see [`crate::kernel_refs`]), found
+    /// again by its parent and name as a lookup finds it; `ESTALE` if that name no longer
+    /// leads to the same object.
+    fn inherited_node(&self, id: u64, depth: u32) -> SysResult<Arc<Node>> {
+        let record = self.inodes.inherited(id).ok_or(Errno::STALE)?;
+        if depth > 4096 {
+            return Err(Errno::STALE);
+        }
+        if record.orphan {
+            // No name leads to it any more: its object is the orphan link.
+            let dir = self.orphans_dir()?;
+            let fd = sys::open_path_at(dir.as_fd(), OsStr::new(&id.to_string()))
+                .map_err(|_| Errno::STALE)?;
+            let state = NodeState {
+                objects: lookup::Objects::new(
+                    false,
+                    vec![LayerObject {
+                        layer: 0,
+                        fd: lookup::ObjFd::open(fd),
+                    }],
+                ),
+                parent: self.inodes.get(crate::inode::ROOT_ID),
+                name: record.name,
+            };
+            return self
+                .inodes
+                .restore(id, record.file_type, state)
+                .ok_or(Errno::STALE);
+        }
+        let parent = match self.inodes.get(record.parent) {
+            Some(parent) => parent,
+            None => self.inherited_node(record.parent, depth + 1)?,
+        };
+        let resolved = self.resolve(&parent, &record.name)?.ok_or(Errno::STALE)?;
+        let file_type = resolved.stat.st_mode & libc::S_IFMT;
+        if resolved.ino != record.ino || file_type != record.file_type {
+            log::warn!(
+                "node {id} ({:?}) is not found again after a restart",
+                record.name
+            );
+            return Err(Errno::STALE);
+        }
+        let state = NodeState {
+            objects: resolved.objects,
+            parent: Some(parent),
+            name: record.name,
+        };
+        self.inodes
+            .restore(id, file_type, state)
+            .ok_or(Errno::STALE)
+    }
+
+    /// Resolves `name` in the directory node `parent_node` (no lookup is counted).
+    fn resolve(&self, parent_node: &Node, name: &OsStr) -> SysResult<Option<lookup::Resolved>> {
+        crate::fdbudget::throttle();
+        let mut resolved = crate::fdbudget::retry_on_emfile(|| {
+            let state = parent_node.read();
+            lookup::lookup(&self.stack, &state.layer_fds(), name)
+        })?;
+        if let Some(r) = &mut resolved {
+            if let Some(fd) = r.objects.top().fd.held() {
+                self.stored_owner(r.objects.top().layer, fd, &mut r.stat);
+            }
+            self.data_blocks(&r.objects, &mut r.stat);
+            self.release_lower_fd(r);
+        }
+        Ok(resolved)
     }
 
     /// Resolves `name` in directory `parent` and counts one kernel reference to the result.
@@ -174,19 +262,7 @@ impl Overlay {
             // ".." in a layer root would step outside the layer.
             return Err(Errno::INVAL);
         }
-        crate::fdbudget::throttle();
-        let mut resolved = crate::fdbudget::retry_on_emfile(|| {
-            let state = parent_node.read();
-            lookup::lookup(&self.stack, &state.layer_fds(), name)
-        })?;
-        if let Some(r) = &mut resolved {
-            if let Some(fd) = r.objects.top().fd.held() {
-                self.stored_owner(r.objects.top().layer, fd, &mut r.stat);
-            }
-            self.data_blocks(&r.objects, &mut r.stat);
-            self.release_lower_fd(r);
-        }
-        let resolved = resolved.ok_or(Errno::NOENT)?;
+        let resolved = self.resolve(&parent_node, name)?.ok_or(Errno::NOENT)?;
         let file_type = resolved.stat.st_mode & libc::S_IFMT;
         let state = NodeState {
             objects: resolved.objects,
@@ -241,7 +317,75 @@ impl Overlay {
     }
 
     pub fn forget(&self, id: u64, n: u64) {
-        self.inodes.forget(id, n);
+        if self.inodes.forget(id, n)
+            && let Ok(dir) = self.orphans_dir()
+        {
+            let _ = sys::unlink_at(dir.as_fd(), OsStr::new(&id.to_string()));
+        }
+    }
+
+    /// `WORKDIR/work/#ovlfs.orphans`, made if missing.
+    fn orphans_dir(&self) -> SysResult<std::os::fd::OwnedFd> {
+        let work = self.work_fd()?;
+        match sys::mkdir_at(work, OsStr::new(crate::workdir::ORPHANS), 0o700) {
+            Ok(()) | Err(Errno::EXIST) => {}
+            Err(e) => return Err(e),
+        }
+        sys::open_path_at(work, OsStr::new(crate::workdir::ORPHANS))
+    }
+
+    /// Before the last name of an upper file the kernel holds goes away (unlink, rename
+    /// over it), under a supervisor: a hard link in `WORKDIR/work/#ovlfs.orphans` keeps the
+    /// object until the kernel forgets the node. A worker restart closes every fd of the
+    /// dead worker; without the link the filesystem would free the inode and could give its
+    /// number (the node id) to a new file while the kernel still caches the old one, and the
+    /// next worker could not open the file again. The kept file shows one link, not zero.
+    /// Every node id of inode number `ino` gets a link of its own (a superseded node and its
+    /// successor are two kernel inodes of one object).
+    pub fn keep_while_held(&self, ino: u64) {
+        let Some(refs) = self.inodes.refs() else {
+            return;
+        };
+        // A node an earlier worker handed out is made live first (found by its name, which
+        // still exists): the kernel may hold it without having used it since the restart.
+        let nodes: Vec<_> = (self.inodes.ids_of(ino).into_iter())
+            .filter_map(|id| self.node(id).ok())
+            .collect();
+        let Some(first) = nodes.first() else {
+            return;
+        };
+        let last_name = {
+            let state = first.read();
+            !first.is_dir()
+                && self.stack.is_upper(state.top().layer)
+                && state
+                    .top()
+                    .fd
+                    .held()
+                    .is_some_and(|fd| sys::stat_fd(fd).is_ok_and(|st| st.st_nlink == 1))
+        };
+        if !last_name {
+            return;
+        }
+        for node in nodes {
+            let state = node.read();
+            let Some(fd) = state.top().fd.held() else {
+                continue;
+            };
+            let kept = self.orphans_dir().and_then(|dir| {
+                match sys::link_fd_at(fd, dir.as_fd(), OsStr::new(&node.id.to_string())) {
+                    Ok(()) | Err(Errno::EXIST) => Ok(()),
+                    Err(e) => Err(e),
+                }
+            });
+            match kept {
+                Ok(()) => {
+                    node.set_orphaned();
+                    refs.set_orphan(node.slot());
+                }
+                Err(e) => log::warn!("cannot keep node {} across a restart: {e}", node.id),
+            }
+        }
     }
 
     /// How long the kernel may keep the attributes of node `id`. A superseded node's are

@@ -14,7 +14,13 @@ pub use rustix::io::Errno;
 
 pub type SysResult<T> = Result<T, Errno>;
 
+mod fuse_dev;
+mod handle;
+mod process;
 mod xattr;
+pub use fuse_dev::{fuse_connection_ended, notify_inval_attrs, notify_prune, notify_resend};
+pub use handle::{file_handle, fs_uuid, open_by_handle};
+pub use process::*;
 pub use xattr::*;
 
 /// `/proc/self/fd/N` for an fd: the handle for path-only syscalls on `O_PATH` fds.
@@ -160,85 +166,13 @@ pub fn read_dir(dir: BorrowedFd<'_>) -> SysResult<Vec<RawDirEntry>> {
     Ok(entries)
 }
 
-/// The largest file handle the kernel hands out (`MAX_HANDLE_SZ`).
-const MAX_HANDLE_SZ: usize = 128;
-
-/// `struct file_handle` with room for the largest handle.
-#[repr(C)]
-struct HandleBuf {
-    bytes: u32,
-    kind: i32,
-    data: [u8; MAX_HANDLE_SZ],
-}
-
-fn last_errno() -> Errno {
+/// The errno of the libc call that just failed.
+pub(crate) fn last_errno() -> Errno {
     Errno::from_raw_os_error(
         std::io::Error::last_os_error()
             .raw_os_error()
             .unwrap_or(libc::EIO),
     )
-}
-
-/// The file handle of the object behind `fd` (`name_to_handle_at`): its type and bytes.
-pub fn file_handle(fd: BorrowedFd<'_>) -> SysResult<(i32, Vec<u8>)> {
-    let mut buf = HandleBuf {
-        bytes: MAX_HANDLE_SZ as u32,
-        kind: 0,
-        data: [0; MAX_HANDLE_SZ],
-    };
-    let mut mount_id: libc::c_int = 0;
-    // SAFETY: `buf` is a `struct file_handle` header followed by `bytes` bytes of room, the
-    // path is an empty C string, and both out-pointers point to live locals.
-    let r = unsafe {
-        libc::name_to_handle_at(
-            fd.as_raw_fd(),
-            c"".as_ptr(),
-            (&raw mut buf).cast(),
-            &mut mount_id,
-            libc::AT_EMPTY_PATH,
-        )
-    };
-    if r != 0 {
-        return Err(last_errno());
-    }
-    let len = (buf.bytes as usize).min(MAX_HANDLE_SZ);
-    Ok((buf.kind, buf.data[..len].to_vec()))
-}
-
-/// Opens (`O_PATH`) the object a file handle names on the filesystem of `mount_fd`
-/// (`open_by_handle_at`; needs CAP_DAC_READ_SEARCH).
-pub fn open_by_handle(mount_fd: BorrowedFd<'_>, kind: i32, handle: &[u8]) -> SysResult<OwnedFd> {
-    if handle.len() > MAX_HANDLE_SZ {
-        return Err(Errno::INVAL);
-    }
-    let mut buf = HandleBuf {
-        bytes: handle.len() as u32,
-        kind,
-        data: [0; MAX_HANDLE_SZ],
-    };
-    buf.data[..handle.len()].copy_from_slice(handle);
-    // An `O_PATH` fd does not name the mount here.
-    let mount_fd = reopen(mount_fd, OFlags::RDONLY | OFlags::DIRECTORY)?;
-    let flags = libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC;
-    // SAFETY: `buf` is a valid `struct file_handle` whose `bytes` bytes of data follow it.
-    let fd = unsafe { libc::open_by_handle_at(mount_fd.as_raw_fd(), (&raw mut buf).cast(), flags) };
-    if fd < 0 {
-        return Err(last_errno());
-    }
-    // SAFETY: the kernel just returned this fd to us; nothing else owns it.
-    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
-}
-
-/// The UUID of the filesystem holding `dir` (`FS_IOC_GETFSUUID`), when it reports one.
-pub fn fs_uuid(dir: BorrowedFd<'_>) -> Option<[u8; 16]> {
-    // _IOR(0x15, 0, struct fsuuid2 { __u8 len; __u8 uuid[16]; })
-    // `Ioctl` is c_ulong with glibc, c_int with musl: the number as the bit pattern either way.
-    const FS_IOC_GETFSUUID: libc::Ioctl = 0x8011_1500_u32 as libc::Ioctl;
-    let fd = reopen(dir, OFlags::RDONLY | OFlags::DIRECTORY).ok()?;
-    let mut out = [0u8; 17];
-    // SAFETY: the ioctl writes exactly `struct fsuuid2` (17 bytes) into `out`.
-    let r = unsafe { libc::ioctl(fd.as_raw_fd(), FS_IOC_GETFSUUID, out.as_mut_ptr()) };
-    (r == 0 && out[0] == 16).then(|| out[1..].try_into().expect("16 bytes"))
 }
 
 pub fn pread(fd: BorrowedFd<'_>, buf: &mut [u8], offset: u64) -> SysResult<usize> {
@@ -301,11 +235,18 @@ pub fn geteuid() -> u32 {
     rustix::process::geteuid().as_raw()
 }
 
-pub fn major_minor(dev: u64) -> (u32, u32) {
-    (rustix::fs::major(dev), rustix::fs::minor(dev))
-}
-
 // ---- process control: daemonizing and signals -------------------------------------------
+
+/// Takes ownership of an fd inherited from the parent, which named it (once) to this process.
+pub fn inherited_fd(fd: i32) -> SysResult<OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: F_GETFD only checks whether the number names an open fd.
+    if fd < 3 || unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+        return Err(Errno::BADF);
+    }
+    // SAFETY: the fd is open and nothing else in this process owns it (see above).
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
 
 /// A pipe whose write end the daemon child uses to tell the parent the mount is live.
 pub fn pipe() -> SysResult<(OwnedFd, OwnedFd)> {
@@ -679,53 +620,6 @@ pub fn release_free_memory() {
     };
 }
 
-/// Writes one notification (`code`, then `body`) to /dev/fuse. `ENOENT` (the kernel no longer
-/// holds a node named in it) is no error.
-fn notify(dev: BorrowedFd<'_>, code: i32, body: &[&[u8]]) -> SysResult<()> {
-    let len = 16 + body.iter().map(|b| b.len()).sum::<usize>();
-    let mut msg = Vec::with_capacity(len);
-    // struct fuse_out_header { len, error (the notify code), unique (0) }
-    msg.extend_from_slice(&(len as u32).to_ne_bytes());
-    msg.extend_from_slice(&code.to_ne_bytes());
-    msg.extend_from_slice(&0u64.to_ne_bytes());
-    body.iter().for_each(|b| msg.extend_from_slice(b));
-    loop {
-        match rustix::io::write(dev, &msg) {
-            Ok(n) if n == len => return Ok(()),
-            Ok(_) => return Err(Errno::IO),
-            Err(Errno::INTR) => continue,
-            Err(Errno::NOENT) => return Ok(()),
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-/// `FUSE_NOTIFY_PRUNE` (protocol 7.45): asks the kernel to drop the unused dentries of these
-/// nodes, so that the inodes are evicted and forgotten.
-pub fn notify_prune(dev: BorrowedFd<'_>, nodeids: &[u64]) -> SysResult<()> {
-    const FUSE_NOTIFY_PRUNE: i32 = 9;
-    for batch in nodeids.chunks(512) {
-        // struct fuse_notify_prune_out { count, padding, spare }, then the node ids.
-        let mut body = Vec::with_capacity(16 + 8 * batch.len());
-        body.extend_from_slice(&(batch.len() as u32).to_ne_bytes());
-        body.extend_from_slice(&[0u8; 12]);
-        for id in batch {
-            body.extend_from_slice(&id.to_ne_bytes());
-        }
-        notify(dev, FUSE_NOTIFY_PRUNE, &[&body])?;
-    }
-    Ok(())
-}
-
-/// `FUSE_NOTIFY_INVAL_INODE` for the attributes only (offset -1: the page cache stays): the
-/// kernel asks for them again at the next stat.
-pub fn notify_inval_attrs(dev: BorrowedFd<'_>, nodeid: u64) -> SysResult<()> {
-    const FUSE_NOTIFY_INVAL_INODE: i32 = 2;
-    // struct fuse_notify_inval_inode_out { ino, off, len }
-    let (ino, off, len) = (nodeid.to_ne_bytes(), (-1i64).to_ne_bytes(), [0u8; 8]);
-    notify(dev, FUSE_NOTIFY_INVAL_INODE, &[&ino, &off, &len])
-}
-
 // ---- the workdir lock, layer access checks ----------------------------------------------
 
 /// Opens a directory named by the user for reading (`O_RDONLY`, following symlinks): an fd
@@ -762,24 +656,6 @@ pub fn unmount(path: &std::path::Path) -> SysResult<()> {
     rustix::mount::unmount(path, rustix::mount::UnmountFlags::empty())
 }
 
-/// Whether the kernel has ended the FUSE connection behind `dev` (unmounted or aborted):
-/// `/dev/fuse` then polls as `POLLERR`.
-pub fn fuse_connection_ended(dev: BorrowedFd<'_>) -> bool {
-    use rustix::event::{PollFd, PollFlags, Timespec, poll};
-    let mut fds = [PollFd::new(&dev, PollFlags::empty())];
-    let zero = Timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    loop {
-        match poll(&mut fds, Some(&zero)) {
-            Ok(_) => return fds[0].revents().contains(PollFlags::ERR),
-            Err(Errno::INTR) => continue,
-            Err(_) => return false,
-        }
-    }
-}
-
 /// The local time of `secs` since the epoch: (month 0-11, day of month, hour, minute,
 /// second), as syslog lines carry it.
 pub fn local_time(secs: i64) -> Option<(u32, u32, u32, u32, u32)> {
@@ -814,4 +690,58 @@ pub fn stat_uncached(path: &std::path::Path) -> SysResult<()> {
         rustix::fs::StatxFlags::BASIC_STATS,
     )
     .map(|_| ())
+}
+
+// ---- memory shared between the supervisor and its workers --------------------------------
+
+/// A `MAP_SHARED` mapping of a memfd as 64-bit atomics: what one worker writes there, the
+/// supervisor and the next worker see, whatever happens to the writer.
+#[derive(Debug)]
+pub struct SharedWords {
+    ptr: std::ptr::NonNull<std::sync::atomic::AtomicU64>,
+    words: usize,
+}
+
+// SAFETY: the mapping is only reached through `&[AtomicU64]`, which is Send and Sync.
+unsafe impl Send for SharedWords {}
+// SAFETY: as above.
+unsafe impl Sync for SharedWords {}
+
+impl SharedWords {
+    /// Maps the first `words` 64-bit words of `fd` (a memfd at least that big).
+    pub fn map(fd: BorrowedFd<'_>, words: usize) -> SysResult<SharedWords> {
+        use rustix::mm::{MapFlags, ProtFlags, mmap};
+        let len = words.checked_mul(8).ok_or(Errno::INVAL)?.max(8);
+        // SAFETY: no address is given, so the kernel picks fresh pages that nothing in this
+        // process refers to yet; the file stays mapped until `drop`.
+        let ptr = unsafe {
+            mmap(
+                std::ptr::null_mut(),
+                len,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::SHARED,
+                fd,
+                0,
+            )?
+        };
+        let ptr = std::ptr::NonNull::new(ptr.cast()).ok_or(Errno::NOMEM)?;
+        Ok(SharedWords {
+            ptr,
+            words: len / 8,
+        })
+    }
+
+    pub fn words(&self) -> &[std::sync::atomic::AtomicU64] {
+        // SAFETY: the mapping is `words * 8` bytes, page-aligned, and lives as long as
+        // `self`; AtomicU64 has u64's layout and every bit pattern is a valid value; the
+        // other processes sharing the pages only use atomic accesses too.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.words) }
+    }
+}
+
+impl Drop for SharedWords {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the range `map` mapped; no reference to it outlives `self`.
+        let _ = unsafe { rustix::mm::munmap(self.ptr.as_ptr().cast(), self.words * 8) };
+    }
 }

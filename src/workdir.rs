@@ -37,6 +37,11 @@ impl Work {
     }
 }
 
+/// In `WORKDIR/work`: objects a supervised mount keeps while the kernel holds their node after
+/// their last name is gone (see `Overlay::keep_while_held`). Kept across worker restarts,
+/// emptied at mount time like the rest of `work`.
+pub const ORPHANS: &str = "#ovlfs.orphans";
+
 /// How long a mount waits for the workdir before calling it busy: a daemon whose mount was
 /// just unmounted (`fusermount3 -u`) holds it until it has exited, a moment later, and
 /// callers remount right away.
@@ -87,9 +92,33 @@ impl WorkdirLock {
         })
     }
 
+    /// The workdir of a mount whose supervisor holds the lock (a worker's view of it).
+    pub(crate) fn held_by_supervisor(workdir: &Path) -> io::Result<WorkdirLock> {
+        let root = sys::open_dir(workdir).map_err(|e| {
+            io::Error::new(
+                io::Error::from(e).kind(),
+                format!("workdir {:?}: {e}", workdir.display().to_string()),
+            )
+        })?;
+        Ok(WorkdirLock {
+            root,
+            path: workdir.to_owned(),
+        })
+    }
+
+    /// [`WorkdirLock::prepare`] for a worker taking over from a dead one: its temp objects
+    /// go, the orphans the kernel may still hold stay.
+    pub(crate) fn prepare_keeping_orphans(self) -> io::Result<Work> {
+        self.prepare_keeping(Some(OsStr::new(ORPHANS)))
+    }
+
     /// Opens `WORKDIR/work` (creating it as the kernel does) and removes the temp objects a
     /// crashed mount left there; no other mount can be using them, this one holds the lock.
     pub(crate) fn prepare(self) -> io::Result<Work> {
+        self.prepare_keeping(None)
+    }
+
+    fn prepare_keeping(self, keep: Option<&OsStr>) -> io::Result<Work> {
         let fail = |e: Errno| {
             io::Error::new(
                 io::Error::from(e).kind(),
@@ -105,7 +134,16 @@ impl WorkdirLock {
             Err(e) => return Err(fail(e)),
         }
         let dir = sys::open_path_at(self.root.as_fd(), work).map_err(fail)?;
-        sys::remove_tree_contents(dir.as_fd()).map_err(fail)?;
+        match keep {
+            None => sys::remove_tree_contents(dir.as_fd()).map_err(fail)?,
+            Some(keep) => {
+                for entry in sys::read_dir(dir.as_fd()).map_err(fail)? {
+                    if entry.name != keep {
+                        remove_any(dir.as_fd(), &entry.name).map_err(fail)?;
+                    }
+                }
+            }
+        }
         Ok(Work {
             dir,
             _lock: self.root,

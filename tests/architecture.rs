@@ -11,7 +11,7 @@ use std::path::Path;
 const LAYERS: &[(&str, &[&str])] = &[
     (
         "request adapter",
-        &["main", "fs", "manpage", "mount", "options"],
+        &["main", "fs", "manpage", "mount", "options", "supervisor"],
     ),
     (
         "operations",
@@ -24,6 +24,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "passthrough",
             "reclaim",
             "redirect",
+            "takeover",
             "xattrs",
         ],
     ),
@@ -31,7 +32,15 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "nodes, handles, layers",
         &[
-            "fdbudget", "handles", "index", "inode", "layer", "linkmap", "lookup", "readdir",
+            "fdbudget",
+            "handles",
+            "index",
+            "inode",
+            "kernel_refs",
+            "layer",
+            "linkmap",
+            "lookup",
+            "readdir",
             "workdir",
         ],
     ),

@@ -28,6 +28,7 @@ const fn opt(syntax: &'static str, help: &'static str) -> OptionDoc {
 pub const SYNOPSIS: &[&str] = &[
     "[-f] [-d] [--debug] [-s] [-o OPT[,OPT...]]... MERGED",
     "SOURCE MERGED -o OPT[,OPT...]",
+    "--upgrade MERGED",
     "--help | --version",
 ];
 
@@ -55,6 +56,12 @@ pub const SECTIONS: &[Section] = &[
             opt(
                 "-o OPTS",
                 "comma-separated mount options (repeatable; also -oOPTS)",
+            ),
+            opt(
+                "--upgrade MERGED",
+                "serve the mount at MERGED with this binary from now on: its supervisor \
+                 starts this binary as the worker and retires the old one; requests in flight \
+                 are answered by the new one (see supervisor=)",
             ),
             opt("-h, --help", "print this help and exit"),
             opt(
@@ -115,6 +122,12 @@ pub const SECTIONS: &[Section] = &[
             opt(
                 "passthrough=auto|on|off",
                 "FUSE passthrough for file data (default auto: where the kernel allows it)",
+            ),
+            opt(
+                "supervisor=auto|on|off",
+                "a small process holds the FUSE connection and restarts the daemon's worker \
+                 when it dies, without errors for the mount's users; needed by --upgrade \
+                 (default auto: on unless -f)",
             ),
             opt(
                 "threads=N",

@@ -154,6 +154,7 @@ struct Raw {
     userxattr: bool,
     metacopy: bool,
     passthrough: PassthroughMode,
+    supervisor: Option<bool>,
     threads: Option<usize>,
     threaded: Option<bool>,
     single_threaded: bool,
@@ -320,6 +321,15 @@ fn parse_option(raw: &mut Raw, field: &[u8], after_path: Option<&(&[u8], PathBuf
                 b"auto" => PassthroughMode::Auto,
                 b"on" => PassthroughMode::On,
                 b"off" => PassthroughMode::Off,
+                _ => return Err(bad_value(name, v, "auto, on or off")),
+            };
+        }
+        "supervisor" => {
+            let v = need()?;
+            raw.supervisor = match v {
+                b"auto" => None,
+                b"on" => Some(true),
+                b"off" => Some(false),
                 _ => return Err(bad_value(name, v, "auto, on or off")),
             };
         }

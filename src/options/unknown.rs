@@ -18,6 +18,7 @@ pub(super) const KNOWN: &[&str] = &[
     "userxattr",
     "metacopy",
     "passthrough",
+    "supervisor",
     "threads",
     "threaded",
     "fsync",
@@ -219,7 +220,7 @@ mod tests {
             } else {
                 let value = match name {
                     "whiteout" => "xattr",
-                    "passthrough" | "xino" => "auto",
+                    "passthrough" | "xino" | "supervisor" => "auto",
                     "redirect_dir" => "off",
                     "threads" | "timeout" | "max_read" | "blksize" => "1",
                     "squash_to_uid" | "squash_to_gid" => "1",

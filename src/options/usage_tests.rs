@@ -35,6 +35,7 @@ fn usage_lists_every_option() {
         "whiteout=",
         "userxattr",
         "passthrough=",
+        "supervisor=",
         "threads=",
         "uidmapping=",
         "gidmapping=",

@@ -293,6 +293,7 @@ pub(super) fn validate(raw: Raw) -> Result<Config> {
         fsync: raw.fsync.unwrap_or(true) && !raw.volatile,
         volatile: raw.volatile,
         writeback: raw.writeback.unwrap_or(true),
+        supervisor: raw.supervisor,
         uid_mapping: raw.uid_mapping,
         gid_mapping: raw.gid_mapping,
         squash_to_root: raw.squash_to_root,

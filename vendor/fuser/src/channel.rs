@@ -26,6 +26,11 @@ impl Channel {
         Self(device)
     }
 
+    /// ovlfs patch: the device, to adopt backing ids registered by an earlier process.
+    pub(crate) fn dev_fuse(&self) -> &Arc<DevFuse> {
+        &self.0
+    }
+
     /// Receives data up to the capacity of the given buffer (can block).
     fn receive(&self, buffer: &mut [u8]) -> nix::Result<usize> {
         nix::unistd::read(&self.0, buffer)

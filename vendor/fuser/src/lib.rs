@@ -75,6 +75,10 @@ pub use crate::reply::ReplyWrite;
 pub use crate::reply::ReplyXattr;
 pub use crate::request_param::Request;
 pub use crate::session::BackgroundSession;
+// ovlfs patch: taking over an initialized connection.
+pub use crate::session::InitRecord;
+pub use crate::session::clone_dev_fd;
+pub use crate::session::mount_fd;
 use crate::session::MAX_WRITE_SIZE;
 pub use crate::session::Session;
 pub use crate::session::SessionACL;

@@ -75,6 +75,12 @@ impl BackingId {
         }
     }
 
+    /// ovlfs patch: the raw id, for a record a later process adopts it from (see
+    /// `Session::adopt_backing`); ownership stays here.
+    pub fn raw_id(&self) -> u32 {
+        self.backing_id
+    }
+
     /// Converts this backing file reference into the raw `backing_id` value as returned by the kernel.
     ///
     /// This method transfers ownership of the backing file to the caller, who must invoke the

@@ -26,6 +26,17 @@ impl FuseReadBuf {
         }
     }
 
+    /// ovlfs patch: a buffer whose first `bytes` are already backed by memory (see
+    /// `Config::prefault_request_buffer`).
+    pub(crate) fn prefaulted(bytes: usize) -> Self {
+        let mut buf = Self::new();
+        let end = bytes.min(buf.buffer.len());
+        for i in (0..end).step_by(4096) {
+            buf.buffer[i] = 1;
+        }
+        buf
+    }
+
     /// Returns a mutable reference to the aligned portion of the buffer.
     pub(crate) fn as_mut(&mut self) -> &mut [u8] {
         let alignment = align_of::<abi::fuse_in_header>();

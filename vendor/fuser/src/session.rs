@@ -139,6 +139,31 @@ pub struct Session<FS: Filesystem> {
     /// The field is set to `Some` when the init message is received.
     pub(crate) proto_version: Option<Version>,
     pub(crate) config: Config,
+    // ovlfs patch: what INIT agreed, for a later process serving the same connection.
+    init_record: Option<InitRecord>,
+}
+
+/// ovlfs patch: what was agreed with the kernel at FUSE INIT. A process that takes over an
+/// initialized connection (the first one died) must behave as the kernel was told; the kernel
+/// sends INIT only once per connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InitRecord {
+    /// The kernel's protocol version (major, minor).
+    pub kernel_major: u32,
+    /// See `kernel_major`.
+    pub kernel_minor: u32,
+    /// The capabilities the kernel offered.
+    pub offered: u64,
+    /// The capabilities the filesystem asked for (the reply carries `offered & requested`).
+    pub requested: u64,
+    /// `max_write` of the reply.
+    pub max_write: u32,
+    /// `max_readahead` of the reply.
+    pub max_readahead: u32,
+    /// The kernel's own `max_readahead` of the INIT request.
+    pub kernel_max_readahead: u32,
+    /// `max_stack_depth` of the reply (passthrough needs at least 1).
+    pub max_stack_depth: u32,
 }
 
 impl<FS: Filesystem> AsFd for Session<FS> {
@@ -186,6 +211,7 @@ impl<FS: Filesystem> Session<FS> {
             session_owner: geteuid(),
             proto_version: None,
             config: options.clone(),
+            init_record: None,
         };
 
         session.handshake()?;
@@ -214,11 +240,101 @@ impl<FS: Filesystem> Session<FS> {
             session_owner: geteuid(),
             proto_version: None,
             config,
+            init_record: None,
         };
 
         session.handshake()?;
 
         Ok(session)
+    }
+
+    /// ovlfs patch: serves a connection whose INIT handshake an earlier process completed
+    /// (it died; another process kept the fd, so the kernel kept the connection). No INIT is
+    /// read: the filesystem's `init` runs on the kernel's offer as `record` saw it, and must
+    /// ask for exactly what was agreed then (else `InvalidInput`: the kernel would not match).
+    pub fn from_initialized_fd(
+        filesystem: FS,
+        fd: OwnedFd,
+        acl: SessionACL,
+        config: Config,
+        record: InitRecord,
+    ) -> io::Result<Self> {
+        let ch = Channel::new(Arc::new(DevFuse(File::from(fd))));
+        let version = Version(record.kernel_major, record.kernel_minor);
+        let mut kernel_config = KernelConfig::new(
+            InitFlags::from_bits_retain(record.offered),
+            record.kernel_max_readahead,
+            version,
+        );
+        let mut session = Session {
+            filesystem: FilesystemHolder {
+                fs: Some(filesystem),
+            },
+            ch,
+            mount: UmountOnDrop {
+                mount: Arc::new(Mutex::new(None)),
+            },
+            allowed: acl,
+            session_owner: geteuid(),
+            proto_version: Some(version),
+            config,
+            init_record: Some(record),
+        };
+        let Some(fs) = &mut session.filesystem.fs else {
+            return Err(io::Error::other("no filesystem"));
+        };
+        // No request: the INIT this stands for was answered long ago; its header is all zero.
+        let header = abi::fuse_in_header {
+            len: 0,
+            opcode: 0,
+            unique: 0,
+            nodeid: 0,
+            uid: 0,
+            gid: 0,
+            pid: 0,
+            padding: 0,
+        };
+        fs.init(Request::ref_cast(&header), &mut kernel_config)?;
+        let now = Self::record_of(&kernel_config);
+        if now.requested != record.requested
+            || now.max_write != record.max_write
+            || now.max_stack_depth != record.max_stack_depth
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "the filesystem asks for other settings than were agreed at FUSE INIT \
+                     (flags {:#x}, max_write {}; agreed {:#x}, {})",
+                    now.requested, now.max_write, record.requested, record.max_write
+                ),
+            ));
+        }
+        Ok(session)
+    }
+
+    /// ovlfs patch: what INIT agreed (None before the handshake).
+    pub fn init_record(&self) -> Option<InitRecord> {
+        self.init_record
+    }
+
+    /// ovlfs patch: takes over a backing id registered on this connection by an earlier
+    /// process; it is closed when the returned value is dropped.
+    pub fn adopt_backing(&self, id: u32) -> crate::BackingId {
+        // SAFETY: the id names a backing file of this connection that nothing else closes.
+        unsafe { crate::BackingId::wrap_raw(self.ch.dev_fuse(), id) }
+    }
+
+    fn record_of(config: &KernelConfig) -> InitRecord {
+        InitRecord {
+            kernel_major: config.kernel_abi.0,
+            kernel_minor: config.kernel_abi.1,
+            offered: config.capabilities.bits(),
+            requested: config.requested.bits(),
+            max_write: config.max_write,
+            max_readahead: config.max_readahead,
+            kernel_max_readahead: config.max_max_readahead,
+            max_stack_depth: config.max_stack_depth,
+        }
     }
 
     /// Run the session loop in a background thread. If the returned handle is dropped,
@@ -252,6 +368,7 @@ impl<FS: Filesystem> Session<FS> {
             session_owner,
             proto_version: _,
             config,
+            init_record: _,
         } = self;
 
         let n_threads = config.n_threads.unwrap_or(1);
@@ -294,6 +411,7 @@ impl<FS: Filesystem> Session<FS> {
             let thread_name = format!("fuser-{i}");
             let event_loop = SessionEventLoop {
                 thread_name: thread_name.clone(),
+                prefault: config.prefault_request_buffer,
                 filesystem: filesystem.clone(),
                 ch,
                 allowed,
@@ -431,6 +549,8 @@ impl<FS: Filesystem> Session<FS> {
 
             // Remember the ABI version supported by kernel and mark the session initialized.
             self.proto_version = Some(v);
+            // ovlfs patch: kept for a process that takes the connection over.
+            self.init_record = Some(Self::record_of(&config));
 
             // Log capability status for debugging
             for bit in 0..64 {
@@ -514,6 +634,8 @@ impl SessionUnmounter {
 pub(crate) struct SessionEventLoop<FS: Filesystem> {
     /// Cache thread name for faster `debug!`.
     pub(crate) thread_name: String,
+    /// ovlfs patch: see `Config::prefault_request_buffer`.
+    pub(crate) prefault: usize,
     pub(crate) ch: Channel,
     pub(crate) filesystem: Arc<FilesystemHolder<FS>>,
     pub(crate) allowed: SessionACL,
@@ -524,7 +646,7 @@ impl<FS: Filesystem> SessionEventLoop<FS> {
     fn event_loop(&self) -> io::Result<()> {
         // Buffer for receiving requests from the kernel. Only one is allocated and
         // it is reused immediately after dispatching to conserve memory and allocations.
-        let mut buf = FuseReadBuf::new();
+        let mut buf = FuseReadBuf::prefaulted(self.prefault);
         let buf = buf.as_mut();
         loop {
             // Read the next request from the given channel to kernel driver
@@ -553,6 +675,35 @@ impl<FS: Filesystem> SessionEventLoop<FS> {
             }
         }
     }
+}
+
+/// ovlfs patch: a new `/dev/fuse` fd on the connection of `fd` (`FUSE_DEV_IOC_CLONE`). The
+/// kernel ends the requests read through it with `ECONNABORTED` when its last holder closes
+/// it, where requests read through a file that stays open wait for an answer.
+#[cfg(target_os = "linux")]
+pub fn clone_dev_fd(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    let ch = Channel::new(Arc::new(DevFuse(File::from(fd.try_clone_to_owned()?))));
+    let clone = ch.clone_fd()?;
+    clone.dev_fuse().as_fd().try_clone_to_owned()
+}
+
+/// ovlfs patch: mounts and returns the `/dev/fuse` fd, without a session and without
+/// unmounting on drop: the caller hands the fd to the process that serves it and unmounts
+/// itself.
+pub fn mount_fd(mountpoint: &Path, options: &Config) -> io::Result<OwnedFd> {
+    check_option_conflicts(options)?;
+    if options.mount_options.contains(&MountOption::AutoUnmount) && options.acl == SessionACL::Owner
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "auto_unmount requires acl != Owner",
+        ));
+    }
+    let (file, mount) = Mount::new(mountpoint, &options.mount_options, options.acl)?;
+    let fd = file.as_fd().try_clone_to_owned()?;
+    // Whatever the mount keeps (fusermount3's auto_unmount socket) lives as long as we do.
+    std::mem::forget(mount);
+    Ok(fd)
 }
 
 /// The background session data structure

@@ -18,6 +18,12 @@ pub struct Config {
     /// This enables more efficient request processing
     /// when multiple threads are used. Requires Linux 4.5+.
     pub clone_fd: bool,
+    /// ovlfs patch: bytes of each thread's request buffer touched when the thread starts.
+    /// The kernel copies a request into the buffer of the `read` that takes it; a page
+    /// touched for the first time during that copy can make it fail when the process is
+    /// being killed, and the kernel then ends that request with `EIO` (silently for a
+    /// writeback WRITE) instead of keeping it for `FUSE_NOTIFY_RESEND`.
+    pub prefault_request_buffer: usize,
 }
 
 /// Mount options accepted by the FUSE filesystem type
