@@ -186,9 +186,12 @@ const SIGNALS: &[(&str, &str)] = &[
     ),
     (
         "SIGKILL",
-        "A killed (or crashed) daemon leaves the mount point dead: every access fails with \
-         \"Transport endpoint is not connected\". Remove it with `fusermount3 -u MERGED`; \
-         ovlfs names that command when it meets such a path.",
+        "Under a supervisor (the default when daemonized, see supervisor=), a killed or \
+         crashed worker is replaced at once and requests in flight are sent again (Linux 6.9 \
+         or later): callers see no error. A killed supervisor, or a daemon without one, \
+         leaves the mount point dead: new accesses fail with \"Transport endpoint is not \
+         connected\" (files already open through passthrough may still read). Remove it with \
+         `fusermount3 -u MERGED`; ovlfs names that command when it meets such a path.",
     ),
 ];
 

@@ -154,7 +154,7 @@ impl Overlay {
         self.handles.attach_refs(refs);
     }
 
-    /// [`Overlay::attach_refs`] with a new table, as a supervised worker keeps one (for
+    /// `Overlay::attach_refs` with a new table, as a supervised worker keeps one (for
     /// benchmarks of the lookup path).
     pub fn record_kernel_refs(&self) -> io::Result<()> {
         let fd = crate::kernel_refs::create()?;

@@ -1,5 +1,5 @@
 //! The supervisor: a small process that holds the `/dev/fuse` fd and the shared record of the
-//! kernel's node ids and handles ([`crate::kernel_refs`]), and runs the worker that serves
+//! kernel's node ids and handles (the `kernel_refs` module), and runs the worker that serves
 //! requests. The kernel keeps a FUSE connection while any process holds its fd, so a worker
 //! that dies (OOM kill, SIGKILL, a bug) is replaced at once and the mount's users see nothing
 //! (see docs/design.md, "The supervisor"). When the supervisor itself dies, the mount is gone
@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use crate::sys;
 
-/// argv[1] of a worker.
+/// `argv[1]` of a worker.
 pub const WORKER_ARG: &str = "--ovlfs-worker";
 /// `DEV,REFS,READY,SUPERVISOR_PID,SYSLOG`: the fds a worker inherits, who started it, and
 /// whether it logs to syslog.
@@ -116,7 +116,7 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    /// `dev`: the mounted connection; `refs`: a new [`crate::kernel_refs`] table; `args`: the
+    /// `dev`: the mounted connection; `refs`: a new `kernel_refs` table; `args`: the
     /// command line (after the program name) the workers parse again (see [`worker_args`]).
     pub fn new(
         mountpoint: &Path,
