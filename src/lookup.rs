@@ -9,7 +9,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 
-use crate::layer::LayerStack;
+use crate::layer::{Layer, LayerStack};
 use crate::sys::{self, Errno, Stat, SysResult};
 use crate::whiteout;
 
@@ -297,22 +297,7 @@ impl Merge {
                 Target::FromRoot(path) => {
                     // Directories on the way may carry redirects of their own (one moved
                     // into a directory that was itself moved): walked as the kernel does.
-                    let mut found = None;
-                    for l in stack
-                        .regular_layers()
-                        .iter()
-                        .filter(|l| l.index > from_layer)
-                    {
-                        if stop_after.is_some_and(|last_layer| l.index > last_layer) {
-                            break;
-                        }
-                        if let Some(dir) = walk_redirected(l, path, &mut stop_after)? {
-                            let name = path.last().cloned().unwrap_or_default();
-                            found = Some((l.index, Parent::Owned(dir), name));
-                            break;
-                        }
-                    }
-                    found
+                    first_from_root(stack.regular_layers(), from_layer, path, &mut stop_after)?
                 }
             };
             let Some((layer, parent, name)) = next else {
@@ -473,18 +458,7 @@ fn find_metacopy_data(
                 .find(|(layer, _)| *layer > from_layer)
                 .map(|&(layer, dir)| (layer, Parent::Borrowed(dir), name.clone())),
             Target::FromRoot(path) => {
-                let mut found = None;
-                for l in stack.layers.iter().filter(|l| l.index > from_layer) {
-                    if stop_after.is_some_and(|last_layer| l.index > last_layer) {
-                        break;
-                    }
-                    if let Some(dir) = walk_redirected(l, path, &mut stop_after)? {
-                        let name = path.last().cloned().unwrap_or_default();
-                        found = Some((l.index, Parent::Owned(dir), name));
-                        break;
-                    }
-                }
-                found
+                first_from_root(&stack.layers, from_layer, path, &mut stop_after)?
             }
         };
         let Some((layer, parent, name)) = next else {
@@ -519,13 +493,34 @@ fn find_metacopy_data(
     }
 }
 
+/// The first of `layers` below `from_layer` (and not below a layer an opaque directory on the
+/// way stopped the search at) where the absolute path `path` leads to a directory: that layer,
+/// the directory and the last component of `path` (see [`walk_redirected`]).
+fn first_from_root<'a>(
+    layers: &[Layer],
+    from_layer: usize,
+    path: &mut Vec<OsString>,
+    stop_after: &mut Option<usize>,
+) -> SysResult<Option<(usize, Parent<'a>, OsString)>> {
+    for l in layers.iter().filter(|l| l.index > from_layer) {
+        if stop_after.is_some_and(|last_layer| l.index > last_layer) {
+            break;
+        }
+        if let Some(dir) = walk_redirected(l, path, stop_after)? {
+            let name = path.last().cloned().unwrap_or_default();
+            return Ok(Some((l.index, Parent::Owned(dir), name)));
+        }
+    }
+    Ok(None)
+}
+
 /// Opens, in `layer`, the parent directory of the absolute path `path` (from the layer
 /// roots), as the kernel walks it: component by component as named, but a directory on the
 /// way that carries a redirect changes the path looked for in the layers below, and an
 /// opaque one (or a non-directory) ends the search after this layer. `path` becomes the one
 /// for the layers below. `None`: no such directory here.
 fn walk_redirected(
-    layer: &crate::layer::Layer,
+    layer: &Layer,
     path: &mut Vec<OsString>,
     stop_after: &mut Option<usize>,
 ) -> SysResult<Option<OwnedFd>> {
