@@ -295,7 +295,7 @@ fn serve(
     // "already unmounted" misreads the device), which warned "Failed to umount filesystem:
     // Invalid argument" on every `fusermount3 -u` and, as root, unmounted whatever the
     // mount had covered.
-    let mut background = match session.spawn() {
+    let background = match session.spawn() {
         Ok(b) => b,
         Err(e) => {
             // fuser has unmounted already (dropping its handle on this error does).
@@ -304,13 +304,7 @@ fn serve(
         }
     };
     handle_termination_signals(&config.mountpoint);
-    let worker = std::mem::replace(&mut background.guard, std::thread::spawn(|| Ok(())));
-    let result = worker
-        .join()
-        .unwrap_or_else(|_| Err(io::Error::other("the session thread panicked")));
-    // Dropping the session would unmount again (see above): the kernel has ended it.
-    std::mem::forget(background);
-    match result {
+    match join_session(background) {
         Ok(()) => 0,
         Err(e) => {
             log::error!("session ended with an error: {e}");
@@ -534,19 +528,24 @@ fn start_worker(
     Ok((background, dev))
 }
 
-/// Joins the session thread of a worker; the exit code.
-fn wait_for_session(
-    config: &Config,
-    (mut background, _dev): (fuser::BackgroundSession, io::Result<std::os::fd::OwnedFd>),
-) -> i32 {
+/// Waits for the session thread to end; its result. The session is then forgotten, not
+/// dropped: dropping it would unmount, but the kernel has ended the session already (or, under
+/// a supervisor, another worker will serve the mount).
+fn join_session(mut background: fuser::BackgroundSession) -> io::Result<()> {
     let thread = std::mem::replace(&mut background.guard, std::thread::spawn(|| Ok(())));
     let result = thread
         .join()
         .unwrap_or_else(|_| Err(io::Error::other("the session thread panicked")));
-    // The kernel has ended the session, or the supervisor will start another worker: this
-    // one must not unmount.
     std::mem::forget(background);
-    match result {
+    result
+}
+
+/// Joins the session thread of a worker; the exit code.
+fn wait_for_session(
+    config: &Config,
+    (background, _dev): (fuser::BackgroundSession, io::Result<std::os::fd::OwnedFd>),
+) -> i32 {
+    match join_session(background) {
         Ok(()) => 0,
         Err(e) => {
             log::error!(
